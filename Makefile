@@ -1,0 +1,45 @@
+# lanes — top-level wrapper around CMake.
+#   make        build everything into build/bin (installs missing Debian packages)
+#   make demo   build, build the debian image, boot a lane, exec, snapshot
+#   make test   unit tests (plain and ASan+UBSan) and integration tests with real lanes
+#   make bench  benchmarks (tables of ratios against baselines measured in the same run)
+BUILD      ?= build
+BUILD_ASAN ?= build-asan
+JOBS       ?= $(shell nproc)
+export LANES_CACHE ?= $(HOME)/.cache/lanes
+
+.PHONY: all deps build build-asan unit unit-asan test integration demo bench clean
+
+all: build
+
+deps:
+	@./scripts/deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+build-asan: deps
+	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DLANES_ASAN=ON >/dev/null
+	@cmake --build $(BUILD_ASAN) -j $(JOBS)
+
+unit: build
+	@cd $(BUILD) && ctest -L unit --output-on-failure
+
+unit-asan: build-asan
+	@cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		ctest -L unit --output-on-failure
+
+integration: build
+	@./tests/run-integration.sh $(BUILD)
+
+test: unit unit-asan integration
+
+demo: build
+	@./scripts/demo.sh $(BUILD)
+
+bench: build
+	@./bench/run.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN)

@@ -1,0 +1,106 @@
+/* http_server.h — a small HTTP/1.1 server on libuv for lanesd's API.
+ *
+ * Parsing uses http-parser (Debian's libhttp-parser). Routes are patterns
+ * like "/v1/lanes/{name}/exec"; a {param} matches one non-empty path segment
+ * (percent-decoded). Requests whose body exceeds the server's cap get 413
+ * before the body is read. JSON bodies are parsed with json-c with a depth
+ * limit. Error responses always have the body
+ *   {"error": {"code": "...", "message": "..."}}
+ *
+ * Threading: everything on the loop given to http_server_new(); no locks.
+ *
+ * Ownership: an http_req_t lives until its response is complete (or the
+ * client went away) AND the handler has released it — the handler must end
+ * every request exactly once with http_req_respond_*() or
+ * http_req_stream_end(). If the client disconnects first, the on_close
+ * callback runs (if set) and the later respond/stream calls become no-ops
+ * that still release the request.
+ */
+#ifndef LANES_HTTP_SERVER_H
+#define LANES_HTTP_SERVER_H
+
+#include <json-c/json.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+typedef struct http_server http_server_t;
+typedef struct http_req http_req_t;
+
+typedef void (*http_handler_fn)(http_req_t *req, void *ctx);
+
+typedef struct {
+    size_t max_body;         /* bytes; default 1 MiB for buffered bodies */
+    size_t max_header;       /* bytes for request line + headers; default 16 KiB */
+    int max_json_depth;      /* default 32 */
+    uint64_t idle_timeout_ms;/* header/body read timeout; default 30000 */
+    int max_connections;     /* default 256 */
+} http_server_opts_t;
+
+enum http_route_flags {
+    /* Do not buffer the body: the handler runs after headers and pulls the
+     * body with http_req_body_read_start(). No max_body cap applies. */
+    HTTP_ROUTE_STREAM_BODY = 1,
+};
+
+http_server_t *http_server_new(uv_loop_t *loop, const http_server_opts_t *opts);
+/* Listen on a unix socket created with the given mode (e.g. 0600); an old
+ * socket file at path is replaced. Returns 0 or negative errno. */
+int http_server_listen_unix(http_server_t *srv, const char *path, unsigned mode);
+int http_server_route(http_server_t *srv, const char *method, const char *pattern, unsigned flags,
+                      http_handler_fn fn, void *ctx);
+/* Stop accepting, close all connections, free. cb may be NULL. */
+void http_server_close(http_server_t *srv, void (*cb)(void *), void *ud);
+
+/* ---- request accessors ----------------------------------------------------- */
+const char *http_req_method(const http_req_t *req);
+const char *http_req_path(const http_req_t *req);          /* decoded path, no query */
+const char *http_req_param(const http_req_t *req, const char *name);  /* route {param} */
+const char *http_req_query(const http_req_t *req, const char *name);  /* decoded, NULL if absent */
+const char *http_req_header(const http_req_t *req, const char *name); /* case-insensitive */
+/* Buffered body (non-streaming routes). */
+const uint8_t *http_req_body(const http_req_t *req, size_t *len);
+/* Parse the buffered body as a JSON object. On failure responds 400 itself
+ * (code "bad_json") and returns NULL — the handler just returns. An empty
+ * body yields an empty object. The object is owned by the request. */
+json_object *http_req_json(http_req_t *req);
+
+/* Called once if the client disconnects before the response completes. */
+void http_req_on_close(http_req_t *req, void (*cb)(http_req_t *req, void *ud), void *ud);
+
+/* ---- streaming request bodies (HTTP_ROUTE_STREAM_BODY) ------------------------ */
+typedef struct {
+    void (*on_data)(http_req_t *req, const uint8_t *data, size_t len, void *ud);
+    void (*on_end)(http_req_t *req, void *ud); /* whole body received */
+} http_body_callbacks_t;
+void http_req_body_read_start(http_req_t *req, const http_body_callbacks_t *cb, void *ud);
+/* Backpressure: stop/resume reading the client socket. */
+void http_req_body_pause(http_req_t *req);
+void http_req_body_resume(http_req_t *req);
+
+/* ---- responses ------------------------------------------------------------------ */
+/* Takes ownership of body (json_object_put after sending). */
+void http_req_respond_json(http_req_t *req, int status, json_object *body);
+void http_req_respond_error(http_req_t *req, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void http_req_respond_raw(http_req_t *req, int status, const char *content_type, const void *data,
+                          size_t len);
+
+/* Chunked streaming response. extra_headers: NULL or "Name: value\r\n..." */
+void http_req_stream_begin(http_req_t *req, int status, const char *content_type,
+                           const char *extra_headers);
+/* Queue bytes; returns 0 or negative errno (-EPIPE if the client left). */
+int http_req_stream_write(http_req_t *req, const void *data, size_t len);
+/* Convenience: one NDJSON line (object serialised + "\n"); takes ownership. */
+int http_req_stream_json(http_req_t *req, json_object *line);
+/* Bytes queued but not yet written to the socket (for backpressure). */
+size_t http_req_stream_pending(const http_req_t *req);
+/* Called whenever pending drops to 0 after having been > 0. */
+void http_req_on_drain(http_req_t *req, void (*cb)(http_req_t *req, void *ud), void *ud);
+void http_req_stream_end(http_req_t *req);
+
+/* Status text for a code ("Not Found"). */
+const char *http_status_text(int status);
+
+#endif
