@@ -15,6 +15,12 @@
  * http_req_stream_end(). If the client disconnects first, the on_close
  * callback runs (if set) and the later respond/stream calls become no-ops
  * that still release the request.
+ *
+ * Connections: keep-alive and pipelining are supported; requests on one
+ * connection are handled strictly one after another. A client EOF while a
+ * request is unfinished counts as a disconnect. http_server_new() sets
+ * SIGPIPE to SIG_IGN if it is still SIG_DFL (a client leaving must never
+ * kill the daemon).
  */
 #ifndef LANES_HTTP_SERVER_H
 #define LANES_HTTP_SERVER_H
@@ -86,6 +92,11 @@ void http_req_respond_error(http_req_t *req, int status, const char *code, const
     __attribute__((format(printf, 4, 5)));
 void http_req_respond_raw(http_req_t *req, int status, const char *content_type, const void *data,
                           size_t len);
+
+/* Add a header ("Location", "/v1/lanes/x") to the response not yet sent; for
+ * any respond/stream_begin call that follows. 0 or negative errno (-EINVAL
+ * for CR/LF in name or value, -EALREADY once the response head is out). */
+int http_req_add_header(http_req_t *req, const char *name, const char *value);
 
 /* Chunked streaming response. extra_headers: NULL or "Name: value\r\n..." */
 void http_req_stream_begin(http_req_t *req, int status, const char *content_type,
