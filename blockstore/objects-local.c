@@ -1,0 +1,281 @@
+/* lanes block store — local object backend: loose object files.
+ *
+ * Layout: STORE/objects/<2 hex>/<62 hex> holds the object whose SHA-256 is
+ * the 64 hex digits; STORE/objects/tmp/ holds objects being written.
+ *
+ * Invariants:
+ *   - An object file appears under its final name only by rename() of a
+ *     completely written temporary file, so a final name never has a short
+ *     write from this process.  After a power loss a file whose data had not
+ *     reached the disk may exist; put() therefore trusts an existing file only
+ *     if its size matches, and every reader verifies the hash anyway.
+ *   - Durability: in STORE_SYNC_SYNCFS mode nothing is synced per object;
+ *     sync() issues one syncfs() on the store's filesystem, which makes every
+ *     earlier put (data, inode, directory entry) durable.  In
+ *     STORE_SYNC_FSYNC mode every object is fsync'd before its rename and
+ *     sync() fsyncs the directories that got new entries.
+ *   - Stale files in tmp/ (crash mid-put) and unreferenced objects are left
+ *     for garbage collection.
+ *
+ * Threading: put/get/sync may run concurrently from several threads (the
+ * dirty-directory set is under a mutex, temp names are unique per call) and
+ * from several processes (renames of identical content are idempotent).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store-internal.h"
+
+struct local_be {
+  char *objdir;
+  int objfd;                     /* O_PATH|O_DIRECTORY fd of objects/ */
+  store_sync_mode_t mode;
+  pthread_mutex_t lock;
+  uint8_t dirty_dirs[256 / 8];   /* fsync mode: subdirs with new entries */
+  int have_dirty;                /* syncfs mode: any put since last sync */
+  atomic_uint_fast64_t tmp_seq;
+};
+
+static int local_mkdir(int dirfd, const char *name)
+{
+  if (mkdirat(dirfd, name, 0755) == -1 && errno != EEXIST)
+    return -errno;
+  return 0;
+}
+
+static int local_open(const char *dir, void **out, char **err)
+{
+  struct local_be *be = calloc(1, sizeof *be);
+  if (!be)
+    return store_err(err, ENOMEM, "out of memory");
+  if (asprintf(&be->objdir, "%s/objects", dir) == -1) {
+    free(be);
+    return store_err(err, ENOMEM, "out of memory");
+  }
+  int r;
+  if (mkdir(be->objdir, 0755) == -1 && errno != EEXIST) {
+    r = store_err(err, errno, "mkdir %s: %m", be->objdir);
+    goto fail;
+  }
+  be->objfd = open(be->objdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (be->objfd == -1) {
+    r = store_err(err, errno, "open %s: %m", be->objdir);
+    goto fail;
+  }
+  if ((r = local_mkdir(be->objfd, "tmp")) < 0) {
+    store_err(err, -r, "mkdir %s/tmp: %s", be->objdir, strerror(-r));
+    close(be->objfd);
+    goto fail;
+  }
+  pthread_mutex_init(&be->lock, NULL);
+  *out = be;
+  return 0;
+fail:
+  free(be->objdir);
+  free(be);
+  return r;
+}
+
+static void local_close(void *p)
+{
+  struct local_be *be = p;
+  if (!be)
+    return;
+  close(be->objfd);
+  pthread_mutex_destroy(&be->lock);
+  free(be->objdir);
+  free(be);
+}
+
+static void local_set_sync_mode(void *p, store_sync_mode_t mode)
+{
+  ((struct local_be *)p)->mode = mode;
+}
+
+/* "ab/cdef..." relative to objects/. */
+static void local_relpath(const store_id_t *id, char rel[STORE_ID_HEX_LEN + 2])
+{
+  char hex[STORE_ID_HEX_LEN + 1];
+  store_id_to_hex(id, hex);
+  rel[0] = hex[0];
+  rel[1] = hex[1];
+  rel[2] = '/';
+  memcpy(rel + 3, hex + 2, STORE_ID_HEX_LEN - 2 + 1);
+}
+
+static char *local_path(void *p, const store_id_t *id)
+{
+  struct local_be *be = p;
+  char rel[STORE_ID_HEX_LEN + 2], *path;
+  local_relpath(id, rel);
+  if (asprintf(&path, "%s/%s", be->objdir, rel) == -1)
+    return NULL;
+  return path;
+}
+
+static int local_write_all(int fd, const void *buf, size_t len)
+{
+  const char *p = buf;
+  while (len) {
+    ssize_t n = write(fd, p, len);
+    if (n == -1) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+static int local_put(void *p, const store_id_t *id, const void *buf,
+                     size_t len, char **err)
+{
+  struct local_be *be = p;
+  char rel[STORE_ID_HEX_LEN + 2], tmp[64];
+  struct stat st;
+  int r;
+
+  local_relpath(id, rel);
+  if (fstatat(be->objfd, rel, &st, 0) == 0 && (size_t)st.st_size == len)
+    return 0;   /* already stored (content-addressed) */
+
+  snprintf(tmp, sizeof tmp, "tmp/%ld-%llu", (long)getpid(),
+           (unsigned long long)atomic_fetch_add(&be->tmp_seq, 1));
+  int fd = openat(be->objfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                  0444);
+  if (fd == -1)
+    return store_err(err, errno, "create %s/%s: %m", be->objdir, tmp);
+  r = local_write_all(fd, buf, len);
+  if (r == 0 && be->mode == STORE_SYNC_FSYNC && fdatasync(fd) == -1)
+    r = -errno;
+  if (close(fd) == -1 && r == 0 && errno != EINTR)
+    r = -errno;
+  if (r < 0) {
+    unlinkat(be->objfd, tmp, 0);
+    return store_err(err, -r, "write object %s/%s: %s", be->objdir, rel,
+                     strerror(-r));
+  }
+  rel[2] = '\0';
+  if ((r = local_mkdir(be->objfd, rel)) < 0) {
+    unlinkat(be->objfd, tmp, 0);
+    return store_err(err, -r, "mkdir %s/%s: %s", be->objdir, rel,
+                     strerror(-r));
+  }
+  rel[2] = '/';
+  if (renameat(be->objfd, tmp, be->objfd, rel) == -1) {
+    r = store_err(err, errno, "rename object into %s/%s: %m", be->objdir, rel);
+    unlinkat(be->objfd, tmp, 0);
+    return r;
+  }
+  pthread_mutex_lock(&be->lock);
+  unsigned dir = (unsigned)id->b[0];
+  be->dirty_dirs[dir / 8] |= (uint8_t)(1u << (dir % 8));
+  be->have_dirty = 1;
+  pthread_mutex_unlock(&be->lock);
+  return 0;
+}
+
+static int local_get(void *p, const store_id_t *id, void *buf, size_t cap,
+                     size_t *len, char **err)
+{
+  struct local_be *be = p;
+  char rel[STORE_ID_HEX_LEN + 2];
+  struct stat st;
+
+  local_relpath(id, rel);
+  int fd = openat(be->objfd, rel, O_RDONLY | O_CLOEXEC);
+  if (fd == -1)
+    return store_err(err, errno, "open object %s/%s: %m", be->objdir, rel);
+  if (fstat(fd, &st) == -1) {
+    int r = store_err(err, errno, "stat object %s/%s: %m", be->objdir, rel);
+    close(fd);
+    return r;
+  }
+  if ((uint64_t)st.st_size > cap) {
+    close(fd);
+    return store_err(err, EFBIG, "object %s/%s: size %lld exceeds %zu",
+                     be->objdir, rel, (long long)st.st_size, cap);
+  }
+  size_t want = (size_t)st.st_size, got = 0;
+  while (got < want) {
+    ssize_t n = pread(fd, (char *)buf + got, want - got, (off_t)got);
+    if (n == -1) {
+      if (errno == EINTR)
+        continue;
+      int r = store_err(err, errno, "read object %s/%s: %m", be->objdir, rel);
+      close(fd);
+      return r;
+    }
+    if (n == 0)
+      break;   /* truncated under us: the hash check will fail */
+    got += (size_t)n;
+  }
+  close(fd);
+  *len = got;
+  return 0;
+}
+
+static int local_sync(void *p, char **err)
+{
+  struct local_be *be = p;
+  uint8_t dirs[sizeof be->dirty_dirs];
+  int any;
+
+  pthread_mutex_lock(&be->lock);
+  memcpy(dirs, be->dirty_dirs, sizeof dirs);
+  memset(be->dirty_dirs, 0, sizeof be->dirty_dirs);
+  any = be->have_dirty;
+  be->have_dirty = 0;
+  pthread_mutex_unlock(&be->lock);
+  if (!any)
+    return 0;
+
+  int r = 0;
+  if (be->mode == STORE_SYNC_SYNCFS) {
+    if (syncfs(be->objfd) == -1)
+      r = store_err(err, errno, "syncfs %s: %m", be->objdir);
+  } else {
+    for (unsigned d = 0; d < 256 && r == 0; d++) {
+      if (!(dirs[d / 8] & (1u << (d % 8))))
+        continue;
+      char name[3];
+      snprintf(name, sizeof name, "%02x", d);
+      int fd = openat(be->objfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (fd == -1 || fsync(fd) == -1)
+        r = store_err(err, errno, "fsync %s/%s: %m", be->objdir, name);
+      if (fd != -1)
+        close(fd);
+    }
+    if (r == 0 && fsync(be->objfd) == -1)
+      r = store_err(err, errno, "fsync %s: %m", be->objdir);
+  }
+  if (r < 0) {
+    /* Keep them dirty so the next sync retries. */
+    pthread_mutex_lock(&be->lock);
+    for (size_t i = 0; i < sizeof dirs; i++)
+      be->dirty_dirs[i] |= dirs[i];
+    be->have_dirty = 1;
+    pthread_mutex_unlock(&be->lock);
+  }
+  return r;
+}
+
+const struct store_backend_ops store_backend_local = {
+  .name = "local",
+  .open = local_open,
+  .close = local_close,
+  .put = local_put,
+  .get = local_get,
+  .sync = local_sync,
+  .set_sync_mode = local_set_sync_mode,
+  .path = local_path,
+};

@@ -1,0 +1,128 @@
+/* lanes block store — internal header shared by the core modules and the
+ * object backends.  Not part of the public surface (store.h is).
+ *
+ * Modules:
+ *   store.c          store open/close, refs in SQLite, import, disk_create
+ *   map.c            the manifest: a Merkle tree of map pages (in memory,
+ *                    loaded lazily, copy-on-write, serialized on commit)
+ *   disk.c           the disk engine: dirty-chunk cache, read/write/flush
+ *   objects-local.c  object backend: loose files under STORE/objects
+ *
+ * Object backends bind through `struct store_backend_ops`; an S3 backend will
+ * be a second implementation of the same table (built into its own plugin).
+ *
+ * Map page format (the bytes hashed to get the page id):
+ *   8-byte header: "LMP1", level (0 = leaf), 3 reserved zero bytes;
+ *   then fanout slots of 32-byte ids, truncated after the last non-zero slot
+ *   (missing slots are zero ids).  A page whose slots are all zero is never
+ *   stored: its id is the zero id.
+ * Tree depth is a function of (virtual size, chunk size, fanout) only:
+ *   the smallest depth >= 1 such that fanout^depth >= number of chunks.
+ * GC (later) = mark from every ref's root through the pages, sweep objects.
+ */
+#ifndef LANES_BLOCKSTORE_STORE_INTERNAL_H
+#define LANES_BLOCKSTORE_STORE_INTERNAL_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+
+#include "store.h"
+
+#define MAP_PAGE_MAGIC "LMP1"
+#define MAP_PAGE_HDR 8
+
+/* ---- object backend ---- */
+struct store_backend_ops {
+  const char *name;
+  /* Open the object space under the store directory. */
+  int (*open)(const char *dir, void **be, char **err);
+  void (*close)(void *be);
+  /* Store an object (idempotent).  Durable only after sync(). */
+  int (*put)(void *be, const store_id_t *id, const void *buf, size_t len,
+             char **err);
+  /* Read an object into buf (cap bytes); *len = its size.  -ENOENT if
+   * missing, -EFBIG if larger than cap.  The caller verifies the hash. */
+  int (*get)(void *be, const store_id_t *id, void *buf, size_t cap,
+             size_t *len, char **err);
+  /* Make every put() so far durable. */
+  int (*sync)(void *be, char **err);
+  void (*set_sync_mode)(void *be, store_sync_mode_t mode);
+  char *(*path)(void *be, const store_id_t *id);
+};
+
+extern const struct store_backend_ops store_backend_local;
+
+struct store {
+  char *dir;
+  sqlite3 *db;
+  pthread_mutex_t lock;          /* serializes use of db */
+  const struct store_backend_ops *ops;
+  void *be;
+  uint32_t chunk_size;
+  uint32_t fanout;
+};
+
+/* ---- errors ---- */
+/* Set *err to a formatted message (if err != NULL and *err not yet set) and
+ * return -errnum. */
+int store_err(char **err, int errnum, const char *fmt, ...)
+  __attribute__((format(printf, 3, 4)));
+
+/* ---- hashing ---- */
+void store_hash(const void *buf, size_t len, store_id_t *out);
+
+/* Read object id and verify its hash; -EIO (with a message naming what) if
+ * missing or corrupt. */
+int store_object_read(store_t *s, const store_id_t *id, void *buf, size_t cap,
+                      size_t *len, const char *what, char **err);
+
+/* ---- refs (store.c) ---- */
+/* Swap ref name's root/size/generation if its generation is still
+ * expect_gen; -ESTALE otherwise; -ENOENT if gone.  Runs the transaction
+ * with synchronous=FULL. */
+int store_ref_commit(store_t *s, const char *name, uint64_t expect_gen,
+                     const store_id_t *root, uint64_t size, char **err);
+
+/* ---- manifest map (map.c) ---- */
+typedef struct map map_t;
+
+unsigned map_depth_for(const store_t *s, uint64_t size);
+/* In-memory view of the tree rooted at root for a disk of size bytes. */
+int map_open(store_t *s, const store_id_t *root, uint64_t size, map_t **out,
+             char **err);
+void map_free(map_t *m);
+uint64_t map_nchunks(const map_t *m);
+/* Chunk id at index idx (zero id beyond the data). */
+int map_get(map_t *m, uint64_t idx, store_id_t *out, char **err);
+int map_set(map_t *m, uint64_t idx, const store_id_t *id, char **err);
+/* Number of consecutive chunks from idx that are zero (up to max); used to
+ * skip whole zero subtrees quickly. */
+int map_zero_run(map_t *m, uint64_t idx, uint64_t max, uint64_t *run,
+                 char **err);
+int map_is_dirty(const map_t *m);
+/* Write every changed page as an object (unsynced) and return the new root
+ * id; the map is clean afterwards. */
+int map_write(map_t *m, store_id_t *root, char **err);
+/* Build the root id for growing a tree of depth old_depth to new_depth
+ * (wraps the root in extra pages). */
+int map_grow_root(store_t *s, const store_id_t *root, unsigned old_depth,
+                  unsigned new_depth, store_id_t *out, char **err);
+
+static inline int store_buf_is_zero(const void *buf, size_t len)
+{
+  const unsigned char *p = buf;
+  while (len && ((uintptr_t)p & 7)) {
+    if (*p) return 0;
+    p++; len--;
+  }
+  const uint64_t *q = (const uint64_t *)p;
+  for (; len >= 8; len -= 8, q++)
+    if (*q) return 0;
+  p = (const unsigned char *)q;
+  for (; len; len--, p++)
+    if (*p) return 0;
+  return 1;
+}
+
+#endif

@@ -1,0 +1,712 @@
+/* lanes block store — store directory, refs, image import, disk creation.
+ *
+ * STORE/store.db (SQLite, WAL, synchronous=FULL, busy_timeout) holds:
+ *   meta(key, value)   format, chunk_size, fanout, backend — fixed at creation
+ *   refs(name, root, size, generation, parent, created, updated)
+ * STORE/objects/...    the object backend (objects-local.c).
+ *
+ * Ordering invariant (crash safety): every object a ref will reference is
+ * written and synced (ops->sync) BEFORE the transaction that makes the ref
+ * point at it.  So a ref never names a missing object; a crash in between
+ * only leaves unreferenced objects (garbage for GC).
+ *
+ * Threading: store->lock serializes every use of the SQLite connection;
+ * object backend calls need no store lock.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store-internal.h"
+
+#define STORE_FORMAT "1"
+
+int store_err(char **err, int errnum, const char *fmt, ...)
+{
+  if (err && !*err) {
+    va_list ap;
+    int saved = errno;
+    errno = errnum;    /* so %m in fmt names errnum */
+    va_start(ap, fmt);
+    if (vasprintf(err, fmt, ap) == -1)
+      *err = NULL;
+    va_end(ap);
+    errno = saved;
+  }
+  return -errnum;
+}
+
+void store_hash(const void *buf, size_t len, store_id_t *out)
+{
+  unsigned int n = STORE_ID_LEN;
+  EVP_Digest(buf, len, out->b, &n, EVP_sha256(), NULL);
+}
+
+int store_id_is_zero(const store_id_t *id)
+{
+  static const store_id_t zero;
+  return memcmp(id, &zero, sizeof zero) == 0;
+}
+
+void store_id_to_hex(const store_id_t *id, char hex[STORE_ID_HEX_LEN + 1])
+{
+  static const char digits[] = "0123456789abcdef";
+  for (int i = 0; i < STORE_ID_LEN; i++) {
+    hex[2 * i] = digits[id->b[i] >> 4];
+    hex[2 * i + 1] = digits[id->b[i] & 15];
+  }
+  hex[STORE_ID_HEX_LEN] = '\0';
+}
+
+static int hexval(char c)
+{
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+int store_id_from_hex(const char *hex, store_id_t *out)
+{
+  store_id_t id;
+  if (strlen(hex) != STORE_ID_HEX_LEN)
+    return -EINVAL;
+  for (int i = 0; i < STORE_ID_LEN; i++) {
+    int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0)
+      return -EINVAL;
+    id.b[i] = (uint8_t)(hi << 4 | lo);
+  }
+  *out = id;
+  return 0;
+}
+
+int store_object_read(store_t *s, const store_id_t *id, void *buf, size_t cap,
+                      size_t *len, const char *what, char **err)
+{
+  char hex[STORE_ID_HEX_LEN + 1];
+  char *berr = NULL;
+  size_t n;
+  store_id_t got;
+
+  store_id_to_hex(id, hex);
+  int r = s->ops->get(s->be, id, buf, cap, &n, &berr);
+  if (r < 0) {
+    store_err(err, EIO, "%s: object %s %s: %s", what, hex,
+              r == -ENOENT ? "missing" : "unreadable", berr ? berr : "");
+    free(berr);
+    return -EIO;
+  }
+  store_hash(buf, n, &got);
+  if (memcmp(&got, id, sizeof got) != 0)
+    return store_err(err, EIO, "%s: object %s is corrupt (SHA-256 mismatch)",
+                     what, hex);
+  *len = n;
+  return 0;
+}
+
+/* ---- SQLite helpers ---- */
+
+static int db_err(store_t *s, char **err, const char *what)
+{
+  int code = sqlite3_errcode(s->db);
+  int e = (code == SQLITE_BUSY || code == SQLITE_LOCKED) ? EBUSY
+        : code == SQLITE_FULL ? ENOSPC
+        : code == SQLITE_CONSTRAINT ? EEXIST : EIO;
+  return store_err(err, e, "%s: %s", what, sqlite3_errmsg(s->db));
+}
+
+static int db_exec(store_t *s, const char *sql, char **err)
+{
+  if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+    return db_err(s, err, sql);
+  return 0;
+}
+
+static int db_prepare(store_t *s, const char *sql, sqlite3_stmt **st,
+                      char **err)
+{
+  if (sqlite3_prepare_v2(s->db, sql, -1, st, NULL) != SQLITE_OK)
+    return db_err(s, err, "prepare");
+  return 0;
+}
+
+static void db_rollback(store_t *s)
+{
+  sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static int db_open(const char *dir, sqlite3 **out, char **err)
+{
+  char *path;
+  sqlite3 *db = NULL;
+  if (asprintf(&path, "%s/store.db", dir) == -1)
+    return store_err(err, ENOMEM, "out of memory");
+  int rc = sqlite3_open_v2(path, &db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                           SQLITE_OPEN_FULLMUTEX, NULL);
+  if (rc != SQLITE_OK) {
+    int r = store_err(err, EIO, "open %s: %s", path,
+                      db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    sqlite3_close(db);
+    free(path);
+    return r;
+  }
+  free(path);
+  sqlite3_busy_timeout(db, 10000);
+  const char *pragmas =
+    "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS refs("
+    " name TEXT PRIMARY KEY, root BLOB NOT NULL, size INTEGER NOT NULL,"
+    " generation INTEGER NOT NULL, parent TEXT,"
+    " created INTEGER NOT NULL, updated INTEGER NOT NULL);";
+  char *msg = NULL;
+  if (sqlite3_exec(db, pragmas, NULL, NULL, &msg) != SQLITE_OK) {
+    int r = store_err(err, EIO, "initialize %s/store.db: %s", dir,
+                      msg ? msg : "?");
+    sqlite3_free(msg);
+    sqlite3_close(db);
+    return r;
+  }
+  *out = db;
+  return 0;
+}
+
+static int is_pow2(uint32_t v)
+{
+  return v && !(v & (v - 1));
+}
+
+int store_create(const char *dir, const store_params_t *params, char **err)
+{
+  store_params_t p = { STORE_DEFAULT_CHUNK_SIZE, STORE_DEFAULT_FANOUT };
+  if (params && params->chunk_size)
+    p.chunk_size = params->chunk_size;
+  if (params && params->fanout)
+    p.fanout = params->fanout;
+  if (!is_pow2(p.chunk_size) || p.chunk_size < 4096 ||
+      p.chunk_size > 4u * 1024 * 1024)
+    return store_err(err, EINVAL, "chunk size %u: must be a power of two "
+                     "between 4 KiB and 4 MiB", p.chunk_size);
+  if (!is_pow2(p.fanout) || p.fanout < 4 || p.fanout > 4096)
+    return store_err(err, EINVAL, "fanout %u: must be a power of two "
+                     "between 4 and 4096", p.fanout);
+  if (mkdir(dir, 0755) == -1 && errno != EEXIST)
+    return store_err(err, errno, "mkdir %s: %m", dir);
+
+  sqlite3 *db;
+  int r = db_open(dir, &db, err);
+  if (r < 0)
+    return r;
+  char sql[512];
+  snprintf(sql, sizeof sql,
+           "BEGIN IMMEDIATE;"
+           "INSERT INTO meta VALUES('format','" STORE_FORMAT "');"
+           "INSERT INTO meta VALUES('backend','local');"
+           "INSERT INTO meta VALUES('chunk_size','%u');"
+           "INSERT INTO meta VALUES('fanout','%u');"
+           "COMMIT;", p.chunk_size, p.fanout);
+  if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+    int code = sqlite3_errcode(db);
+    r = code == SQLITE_CONSTRAINT
+      ? store_err(err, EEXIST, "a store already exists in %s", dir)
+      : store_err(err, EIO, "create store in %s: %s", dir, sqlite3_errmsg(db));
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  }
+  sqlite3_close(db);
+  if (r == 0) {
+    /* The objects directory is made here so a fresh store is complete. */
+    void *be;
+    if ((r = store_backend_local.open(dir, &be, err)) == 0)
+      store_backend_local.close(be);
+  }
+  return r;
+}
+
+static int meta_get_u32(store_t *s, const char *key, uint32_t *out,
+                        char **err)
+{
+  sqlite3_stmt *st;
+  int r = db_prepare(s, "SELECT value FROM meta WHERE key=?", &st, err);
+  if (r < 0)
+    return r;
+  sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW)
+    *out = (uint32_t)strtoul((const char *)sqlite3_column_text(st, 0), NULL, 10);
+  else if (rc == SQLITE_DONE)
+    r = store_err(err, ENOENT, "no store in %s (meta key %s missing)",
+                  s->dir, key);
+  else
+    r = db_err(s, err, "read store meta");
+  sqlite3_finalize(st);
+  return r;
+}
+
+int store_open(const char *dir, int create, store_t **out, char **err)
+{
+  char *dbpath;
+  struct stat sb;
+  int r;
+
+  if (asprintf(&dbpath, "%s/store.db", dir) == -1)
+    return store_err(err, ENOMEM, "out of memory");
+  int exists = stat(dbpath, &sb) == 0;
+  free(dbpath);
+  if (!exists) {
+    if (!create)
+      return store_err(err, ENOENT, "no store in %s", dir);
+    r = store_create(dir, NULL, err);
+    if (r < 0 && r != -EEXIST)
+      return r;
+    if (r == -EEXIST && err) {  /* lost a creation race: fine */
+      free(*err);
+      *err = NULL;
+    }
+  }
+
+  store_t *s = calloc(1, sizeof *s);
+  if (!s || !(s->dir = strdup(dir))) {
+    free(s);
+    return store_err(err, ENOMEM, "out of memory");
+  }
+  pthread_mutex_init(&s->lock, NULL);
+  s->ops = &store_backend_local;
+  if ((r = db_open(dir, &s->db, err)) < 0)
+    goto fail;
+  if ((r = meta_get_u32(s, "chunk_size", &s->chunk_size, err)) < 0 ||
+      (r = meta_get_u32(s, "fanout", &s->fanout, err)) < 0)
+    goto fail;
+  if (!is_pow2(s->chunk_size) || s->chunk_size < 4096 || !is_pow2(s->fanout) ||
+      s->fanout < 4) {
+    r = store_err(err, EINVAL, "store %s: bad parameters in meta", dir);
+    goto fail;
+  }
+  if ((r = s->ops->open(dir, &s->be, err)) < 0)
+    goto fail;
+  *out = s;
+  return 0;
+fail:
+  store_close(s);
+  return r;
+}
+
+void store_close(store_t *s)
+{
+  if (!s)
+    return;
+  if (s->be)
+    s->ops->close(s->be);
+  sqlite3_close(s->db);
+  pthread_mutex_destroy(&s->lock);
+  free(s->dir);
+  free(s);
+}
+
+void store_get_params(const store_t *s, store_params_t *out)
+{
+  out->chunk_size = s->chunk_size;
+  out->fanout = s->fanout;
+}
+
+void store_set_sync_mode(store_t *s, store_sync_mode_t mode)
+{
+  s->ops->set_sync_mode(s->be, mode);
+}
+
+char *store_object_path(const store_t *s, const store_id_t *id)
+{
+  return s->ops->path(s->be, id);
+}
+
+/* ---- refs ---- */
+
+/* Ref names: "<namespace>/<rest>", chars [A-Za-z0-9._-] and '/', no empty
+ * or dot-only components. */
+static int ref_name_check(const char *name, char **err)
+{
+  size_t len = strlen(name);
+  if (len == 0 || len > STORE_REF_NAME_MAX)
+    return store_err(err, EINVAL, "ref name '%s': empty or too long", name);
+  if (strncmp(name, "image/", 6) && strncmp(name, "disk/", 5) &&
+      strncmp(name, "snap/", 5))
+    return store_err(err, EINVAL, "ref name '%s': must start with image/, "
+                     "disk/ or snap/", name);
+  const char *comp = name;
+  for (const char *p = name;; p++) {
+    if (*p == '/' || *p == '\0') {
+      size_t cl = (size_t)(p - comp);
+      if (cl == 0 || (cl == 1 && comp[0] == '.') ||
+          (cl == 2 && comp[0] == '.' && comp[1] == '.'))
+        return store_err(err, EINVAL, "ref name '%s': bad component", name);
+      if (*p == '\0')
+        break;
+      comp = p + 1;
+      continue;
+    }
+    char c = *p;
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+      return store_err(err, EINVAL, "ref name '%s': bad character", name);
+  }
+  return 0;
+}
+
+static void ref_from_row(sqlite3_stmt *st, store_ref_t *ref)
+{
+  memset(ref, 0, sizeof *ref);
+  snprintf(ref->name, sizeof ref->name, "%s",
+           (const char *)sqlite3_column_text(st, 0));
+  if (sqlite3_column_bytes(st, 1) == STORE_ID_LEN)
+    memcpy(ref->root.b, sqlite3_column_blob(st, 1), STORE_ID_LEN);
+  ref->size = (uint64_t)sqlite3_column_int64(st, 2);
+  ref->generation = (uint64_t)sqlite3_column_int64(st, 3);
+  if (sqlite3_column_type(st, 4) != SQLITE_NULL)
+    snprintf(ref->parent, sizeof ref->parent, "%s",
+             (const char *)sqlite3_column_text(st, 4));
+  ref->created = sqlite3_column_int64(st, 5);
+  ref->updated = sqlite3_column_int64(st, 6);
+}
+
+#define REF_COLS "name, root, size, generation, parent, created, updated"
+
+/* Caller holds s->lock. */
+static int ref_get_locked(store_t *s, const char *name, store_ref_t *out,
+                          char **err)
+{
+  sqlite3_stmt *st;
+  int r = db_prepare(s, "SELECT " REF_COLS " FROM refs WHERE name=?", &st,
+                     err);
+  if (r < 0)
+    return r;
+  sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW)
+    ref_from_row(st, out);
+  else if (rc == SQLITE_DONE)
+    r = store_err(err, ENOENT, "no ref %s", name);
+  else
+    r = db_err(s, err, "read ref");
+  sqlite3_finalize(st);
+  return r;
+}
+
+int store_ref_get(store_t *s, const char *name, store_ref_t *out, char **err)
+{
+  pthread_mutex_lock(&s->lock);
+  int r = ref_get_locked(s, name, out, err);
+  pthread_mutex_unlock(&s->lock);
+  return r;
+}
+
+/* Insert or replace ref name (caller holds s->lock and a transaction).
+ * A replaced ref keeps counting generations so a writer holding the old one
+ * notices (its compare-and-swap commit fails). */
+static int ref_put_locked(store_t *s, const char *name, const store_id_t *root,
+                          uint64_t size, const char *parent, int replace,
+                          char **err)
+{
+  sqlite3_stmt *st;
+  const char *sql = replace
+    ? "INSERT INTO refs(" REF_COLS ") VALUES(?1,?2,?3,1,?4,?5,?5) "
+      "ON CONFLICT(name) DO UPDATE SET root=?2, size=?3, "
+      "generation=generation+1, parent=?4, updated=?5"
+    : "INSERT INTO refs(" REF_COLS ") VALUES(?1,?2,?3,1,?4,?5,?5)";
+  int r = db_prepare(s, sql, &st, err);
+  if (r < 0)
+    return r;
+  sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+  sqlite3_bind_blob(st, 2, root->b, STORE_ID_LEN, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 3, (sqlite3_int64)size);
+  if (parent && *parent)
+    sqlite3_bind_text(st, 4, parent, -1, SQLITE_STATIC);
+  else
+    sqlite3_bind_null(st, 4);
+  sqlite3_bind_int64(st, 5, (sqlite3_int64)time(NULL));
+  int rc = sqlite3_step(st);
+  if (rc != SQLITE_DONE) {
+    if ((rc & 0xff) == SQLITE_CONSTRAINT)
+      r = store_err(err, EEXIST, "ref %s already exists", name);
+    else
+      r = db_err(s, err, "write ref");
+  }
+  sqlite3_finalize(st);
+  return r;
+}
+
+int store_ref_commit(store_t *s, const char *name, uint64_t expect_gen,
+                     const store_id_t *root, uint64_t size, char **err)
+{
+  sqlite3_stmt *st;
+  int r;
+  pthread_mutex_lock(&s->lock);
+  if ((r = db_exec(s, "BEGIN IMMEDIATE", err)) < 0)
+    goto out;
+  if ((r = db_prepare(s, "UPDATE refs SET root=?, size=?, "
+                      "generation=generation+1, updated=? "
+                      "WHERE name=? AND generation=?", &st, err)) < 0) {
+    db_rollback(s);
+    goto out;
+  }
+  sqlite3_bind_blob(st, 1, root->b, STORE_ID_LEN, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, (sqlite3_int64)size);
+  sqlite3_bind_int64(st, 3, (sqlite3_int64)time(NULL));
+  sqlite3_bind_text(st, 4, name, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 5, (sqlite3_int64)expect_gen);
+  int rc = sqlite3_step(st);
+  sqlite3_finalize(st);
+  if (rc != SQLITE_DONE) {
+    r = db_err(s, err, "commit ref");
+    db_rollback(s);
+    goto out;
+  }
+  if (sqlite3_changes(s->db) != 1) {
+    store_ref_t cur;
+    char *e2 = NULL;
+    r = ref_get_locked(s, name, &cur, &e2);
+    free(e2);
+    r = r == -ENOENT
+      ? store_err(err, ENOENT, "commit %s: ref was deleted", name)
+      : store_err(err, ESTALE, "commit %s: ref changed under us "
+                  "(generation %llu, expected %llu)", name,
+                  (unsigned long long)cur.generation,
+                  (unsigned long long)expect_gen);
+    db_rollback(s);
+    goto out;
+  }
+  if ((r = db_exec(s, "COMMIT", err)) < 0)
+    db_rollback(s);
+out:
+  pthread_mutex_unlock(&s->lock);
+  return r;
+}
+
+int store_ref_copy(store_t *s, const char *src, const char *dst, int replace,
+                   char **err)
+{
+  store_ref_t ref;
+  int r;
+  if ((r = ref_name_check(dst, err)) < 0)
+    return r;
+  pthread_mutex_lock(&s->lock);
+  if ((r = db_exec(s, "BEGIN IMMEDIATE", err)) < 0)
+    goto out;
+  if ((r = ref_get_locked(s, src, &ref, err)) < 0 ||
+      (r = ref_put_locked(s, dst, &ref.root, ref.size, src, replace, err)) < 0 ||
+      (r = db_exec(s, "COMMIT", err)) < 0)
+    db_rollback(s);
+out:
+  pthread_mutex_unlock(&s->lock);
+  return r;
+}
+
+int store_ref_delete(store_t *s, const char *name, char **err)
+{
+  sqlite3_stmt *st;
+  int r;
+  pthread_mutex_lock(&s->lock);
+  if ((r = db_prepare(s, "DELETE FROM refs WHERE name=?", &st, err)) < 0)
+    goto out;
+  sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+  if (sqlite3_step(st) != SQLITE_DONE)
+    r = db_err(s, err, "delete ref");
+  else if (sqlite3_changes(s->db) == 0)
+    r = store_err(err, ENOENT, "no ref %s", name);
+  sqlite3_finalize(st);
+out:
+  pthread_mutex_unlock(&s->lock);
+  return r;
+}
+
+int store_ref_list(store_t *s, const char *prefix, store_ref_cb cb, void *ud,
+                   char **err)
+{
+  sqlite3_stmt *st;
+  int r, n = 0;
+  if (!prefix)
+    prefix = "";
+  pthread_mutex_lock(&s->lock);
+  /* substr() rather than LIKE: ref names may contain '_' */
+  if ((r = db_prepare(s, "SELECT " REF_COLS " FROM refs WHERE "
+                      "substr(name, 1, length(?1)) = ?1 ORDER BY name",
+                      &st, err)) < 0)
+    goto out;
+  sqlite3_bind_text(st, 1, prefix, -1, SQLITE_STATIC);
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    store_ref_t ref;
+    ref_from_row(st, &ref);
+    n++;
+    if (cb(&ref, ud))
+      break;
+  }
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    r = db_err(s, err, "list refs");
+  sqlite3_finalize(st);
+out:
+  pthread_mutex_unlock(&s->lock);
+  return r < 0 ? r : n;
+}
+
+/* ---- import / create ---- */
+
+static int pread_full(int fd, void *buf, size_t len, off_t off, size_t *got)
+{
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pread(fd, (char *)buf + done, len - done, off + (off_t)done);
+    if (n == -1) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    if (n == 0)
+      break;
+    done += (size_t)n;
+  }
+  *got = done;
+  return 0;
+}
+
+int store_image_import(store_t *s, const char *name, const char *raw_path,
+                       store_progress_cb progress, void *ud, char **err)
+{
+  char refname[STORE_REF_NAME_MAX + 8];
+  map_t *m = NULL;
+  uint8_t *buf = NULL;
+  struct stat sb;
+  int r, fd;
+
+  snprintf(refname, sizeof refname, "image/%s", name);
+  if (strchr(name, '/'))
+    return store_err(err, EINVAL, "image name '%s': no '/' allowed", name);
+  if ((r = ref_name_check(refname, err)) < 0)
+    return r;
+  fd = open(raw_path, O_RDONLY | O_CLOEXEC);
+  if (fd == -1)
+    return store_err(err, errno, "open %s: %m", raw_path);
+  if (fstat(fd, &sb) == -1) {
+    r = store_err(err, errno, "stat %s: %m", raw_path);
+    goto out;
+  }
+  uint64_t size = (uint64_t)sb.st_size;
+  store_id_t zero;
+  memset(&zero, 0, sizeof zero);
+  if ((r = map_open(s, &zero, size, &m, err)) < 0)
+    goto out;
+  size_t cs = s->chunk_size;
+  if (!(buf = malloc(cs))) {
+    r = store_err(err, ENOMEM, "out of memory");
+    goto out;
+  }
+  uint64_t nchunks = map_nchunks(m), data_end = 0;
+  for (uint64_t idx = 0; idx < nchunks; idx++) {
+    off_t off = (off_t)(idx * cs);
+    /* Skip holes of sparse files without reading them. */
+    if ((uint64_t)off >= data_end) {
+      off_t d = lseek(fd, off, SEEK_DATA);
+      if (d == -1 && errno == ENXIO)
+        break;                        /* only a hole remains */
+      if (d == -1) {
+        data_end = size;              /* no SEEK_DATA: read everything */
+      } else {
+        if ((uint64_t)d >= (uint64_t)off + cs) {
+          idx = (uint64_t)d / cs - 1;  /* loop ++ lands on d's chunk */
+          continue;
+        }
+        off_t h = lseek(fd, d, SEEK_HOLE);
+        data_end = h == -1 ? size : (uint64_t)h;
+      }
+    }
+    size_t got = 0;
+    if ((r = pread_full(fd, buf, cs, off, &got)) < 0) {
+      r = store_err(err, -r, "read %s at %lld: %s", raw_path, (long long)off,
+                    strerror(-r));
+      goto out;
+    }
+    if (got < cs)
+      memset(buf + got, 0, cs - got);
+    if (!store_buf_is_zero(buf, cs)) {
+      store_id_t id;
+      store_hash(buf, cs, &id);
+      if ((r = s->ops->put(s->be, &id, buf, cs, err)) < 0 ||
+          (r = map_set(m, idx, &id, err)) < 0)
+        goto out;
+    }
+    if (progress && (idx % 256 == 255) &&
+        progress((idx + 1) * cs < size ? (idx + 1) * cs : size, size, ud)) {
+      r = store_err(err, ECANCELED, "import of %s cancelled", raw_path);
+      goto out;
+    }
+  }
+  store_id_t root;
+  if ((r = map_write(m, &root, err)) < 0 || (r = s->ops->sync(s->be, err)) < 0)
+    goto out;
+  pthread_mutex_lock(&s->lock);
+  if ((r = db_exec(s, "BEGIN IMMEDIATE", err)) == 0) {
+    if ((r = ref_put_locked(s, refname, &root, size, NULL, 1, err)) < 0 ||
+        (r = db_exec(s, "COMMIT", err)) < 0)
+      db_rollback(s);
+  }
+  pthread_mutex_unlock(&s->lock);
+  if (r == 0 && progress)
+    progress(size, size, ud);
+out:
+  map_free(m);
+  free(buf);
+  close(fd);
+  return r;
+}
+
+int store_disk_create(store_t *s, const char *disk, const char *from_ref,
+                      uint64_t size, char **err)
+{
+  char refname[STORE_REF_NAME_MAX + 8];
+  store_ref_t src;
+  store_id_t root;
+  int r;
+
+  if (strchr(disk, '/'))
+    return store_err(err, EINVAL, "disk name '%s': no '/' allowed", disk);
+  snprintf(refname, sizeof refname, "disk/%s", disk);
+  if ((r = ref_name_check(refname, err)) < 0)
+    return r;
+  if ((r = store_ref_get(s, from_ref, &src, err)) < 0)
+    return r;
+  if (size == 0)
+    size = src.size;
+  if (size < src.size)
+    return store_err(err, EINVAL, "disk %s: size %llu is smaller than %s "
+                     "(%llu bytes)", disk, (unsigned long long)size, from_ref,
+                     (unsigned long long)src.size);
+  unsigned od = map_depth_for(s, src.size), nd = map_depth_for(s, size);
+  root = src.root;
+  if (nd > od) {
+    if ((r = map_grow_root(s, &src.root, od, nd, &root, err)) < 0 ||
+        (r = s->ops->sync(s->be, err)) < 0)
+      return r;
+  }
+  pthread_mutex_lock(&s->lock);
+  if ((r = db_exec(s, "BEGIN IMMEDIATE", err)) == 0) {
+    /* Re-check the source: it must not have moved since we read it. */
+    store_ref_t again;
+    if ((r = ref_get_locked(s, from_ref, &again, err)) == 0 &&
+        (again.generation != src.generation ||
+         memcmp(&again.root, &src.root, sizeof src.root) != 0))
+      r = store_err(err, EAGAIN, "%s changed while creating disk %s",
+                    from_ref, disk);
+    if (r < 0 ||
+        (r = ref_put_locked(s, refname, &root, size, from_ref, 0, err)) < 0 ||
+        (r = db_exec(s, "COMMIT", err)) < 0)
+      db_rollback(s);
+  }
+  pthread_mutex_unlock(&s->lock);
+  return r;
+}
