@@ -154,7 +154,7 @@ int lp_msg_put_u32(lp_msg_t *m, uint16_t tag, uint32_t v);
 int lp_msg_put_i32(lp_msg_t *m, uint16_t tag, int32_t v);
 int lp_msg_put_u64(lp_msg_t *m, uint16_t tag, uint64_t v);
 
-/* TLV reader. lp_tlv_next returns 1 with *tag/*val/*len set, 0 at the clean
+/* TLV reader. lp_tlv_next returns 1 with *tag, *val and *len set, 0 at the clean
  * end, -EBADMSG if a field overruns the payload. */
 typedef struct {
     const uint8_t *p;
