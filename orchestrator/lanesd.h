@@ -1,0 +1,176 @@
+/* lanesd.h — the lanesd daemon context shared by its modules.
+ *
+ * Modules: lanesd.c (main, startup, recovery), db.c (SQLite state), vm.c
+ * (per-lane nbdkit + QEMU processes and the agent channel), api_*.c (HTTP
+ * handlers), util.c (small helpers).
+ *
+ * Threading: one uv loop; every function here runs on it. No globals: the
+ * lanesd_t is passed explicitly and reachable from each lane_rt_t.
+ *
+ * Invariants:
+ *  - The SQLite row is the durable truth of a lane's configuration and state;
+ *    lane_rt_t is the in-memory runtime (processes, agent, waiters). Every
+ *    state change goes through vm_lane_set_state(), which validates it with
+ *    lane_transition() and persists it before anything observes it.
+ *  - A lane in an active state (booting/running/stopping) has a qemu pid and
+ *    an nbdkit pid recorded; lanesd watches both with pidfds so it notices
+ *    their death whether or not it spawned them (after a lanesd restart they
+ *    are no longer its children).
+ */
+#ifndef LANES_LANESD_H
+#define LANES_LANESD_H
+
+#include <json-c/json.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#include "agent.h"
+#include "http_server.h"
+#include "lane.h"
+#include "store.h"
+
+typedef struct lanesd lanesd_t;
+typedef struct lane_rt lane_rt_t;
+typedef struct exec_session exec_session_t;
+
+/* A process lanesd supervises (QEMU or nbdkit). */
+typedef struct {
+    pid_t pid;
+    uint64_t start_time; /* /proc/PID/stat field 22, guards against pid reuse */
+    int pidfd;
+    uv_poll_t poll;
+    int polling;
+    lane_rt_t *lane;
+    const char *what; /* "qemu" or "nbdkit" */
+} lane_proc_t;
+
+/* A client waiting for a lane to reach a state (boot/stop requests). */
+typedef struct lane_waiter {
+    http_req_t *req;
+    lane_state_t want;
+    struct lane_waiter *next;
+} lane_waiter_t;
+
+struct lane_rt {
+    lanesd_t *d;
+    char id[32];
+    char name[64];
+    char image[64];
+    int cpus;
+    int memory_mib;
+    int disk_gib;
+    lane_state_t state;
+    char reason[512];
+    char accel[8];
+    int64_t created_at;
+    int64_t booted_at;
+    char dir[512];       /* STATE/lanes/<id> */
+
+    lane_proc_t qemu;
+    lane_proc_t nbdkit;
+    agent_t *agent;
+    uv_timer_t timer;    /* boot / stop / kill-escalation deadline */
+    uv_timer_t tick;     /* nbd socket wait, agent reconnect */
+    int handles_open;    /* timers not yet closed (free when 0) */
+    int stop_phase;      /* 0 none, 1 asked guest, 2 SIGTERM qemu, 3 SIGKILL */
+    int stop_timeout_ms;
+    int nbd_wait_ms;
+    int waiting_artifacts;
+    /* Set when QEMU is gone: the transition applied once nbdkit is gone too. */
+    int teardown;
+    lane_event_t teardown_ev;
+    char teardown_reason[512];
+    int64_t boot_started_ms;
+    lane_waiter_t *waiters;
+    exec_session_t *sessions;
+    int freeing;         /* rm in progress: free when processes are gone */
+    struct lane_rt *next;
+};
+
+struct lanesd {
+    uv_loop_t *loop;
+    char state_dir[512];
+    char socket_path[512];
+    char root_dir[512];      /* lanes source/install root (rootfs scripts) */
+    char bin_dir[512];       /* where lane-init, the plugin and lanes-store live */
+    char kernel[512];        /* resolved lazily unless given */
+    char initrd[512];
+    int artifacts;           /* 0 unresolved, 1 resolving, 2 ready */
+    char accel[8];           /* "kvm" or "tcg" */
+    uint64_t boot_timeout_ms;
+    sqlite3 *db;
+    store_t *store;
+    http_server_t *http;
+    lane_rt_t *lanes;
+    uint64_t exec_seq;
+    uv_signal_t sigterm, sigint;
+    int shutting_down;
+};
+
+/* ---- db.c ------------------------------------------------------------------ */
+int db_open(lanesd_t *d, char *err, size_t errlen);
+void db_close(lanesd_t *d);
+int db_lane_insert(lanesd_t *d, const lane_rt_t *l);
+int db_lane_update(lanesd_t *d, const lane_rt_t *l);
+int db_lane_delete(lanesd_t *d, const char *id);
+/* Load all lanes into d->lanes (startup). */
+int db_lanes_load(lanesd_t *d);
+int db_image_put(lanesd_t *d, const char *name, uint64_t size, const char *source);
+int db_image_delete(lanesd_t *d, const char *name);
+/* Returns 1 if found (fills size/created), 0 if not, <0 on error. */
+int db_image_get(lanesd_t *d, const char *name, uint64_t *size, int64_t *created, char *source,
+                 size_t srclen);
+json_object *db_images_json(lanesd_t *d);
+int db_event(lanesd_t *d, const char *lane, const char *kind, const char *detail);
+
+/* ---- vm.c ------------------------------------------------------------------- */
+/* Probe the accelerator honestly (CPU flags, not just /dev/kvm). */
+const char *vm_probe_accel(char *why, size_t whylen);
+lane_rt_t *vm_lane_find(lanesd_t *d, const char *name);
+lane_rt_t *vm_lane_new(lanesd_t *d);
+void vm_lane_unlink_free(lane_rt_t *l);
+json_object *vm_lane_json(const lane_rt_t *l);
+/* Validated, persisted state change; reason may be NULL. Wakes waiters. */
+int vm_lane_set_state(lane_rt_t *l, lane_event_t ev, const char *reason_fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Start booting (state must allow it). Returns 0 or negative errno with msg. */
+int vm_lane_boot(lane_rt_t *l, char *msg, size_t msglen);
+/* Begin a graceful stop: guest shutdown, then SIGTERM/SIGKILL after timeout. */
+int vm_lane_stop(lane_rt_t *l, uint64_t timeout_ms);
+/* Kill everything at once (rm --force, lanesd failure paths). */
+void vm_lane_kill(lane_rt_t *l);
+/* After a lanesd restart: reattach to running processes or clean up. */
+void vm_lane_recover(lane_rt_t *l);
+void vm_lane_add_waiter(lane_rt_t *l, http_req_t *req, lane_state_t want);
+/* Resolve kernel and initramfs paths (runs lanes-rootfs, cached). */
+int vm_resolve_boot_artifacts(lanesd_t *d, char *msg, size_t msglen);
+
+/* ---- api_*.c ------------------------------------------------------------------ */
+void api_lanes_register(lanesd_t *d);
+void api_exec_register(lanesd_t *d);
+void api_files_register(lanesd_t *d);
+void api_images_register(lanesd_t *d);
+/* Drop every exec session of a lane (lane stopped/failed). */
+void api_exec_lane_gone(lane_rt_t *l);
+
+/* Respond with the standard error for "lane not found / not running". */
+lane_rt_t *api_lane_or_404(lanesd_t *d, http_req_t *req);
+lane_rt_t *api_running_lane_or_409(lanesd_t *d, http_req_t *req);
+
+/* ---- util.c -------------------------------------------------------------------- */
+int64_t util_now_ms(void);
+int64_t util_now_s(void);
+void util_random_hex(char *out, size_t nbytes); /* out gets 2*nbytes hex + NUL */
+int util_mkdir_p(const char *path, unsigned mode);
+int util_rm_rf(const char *path);
+/* base64 (standard alphabet, padded). Returns malloc'd NUL-terminated text. */
+char *util_base64_encode(const uint8_t *data, size_t len);
+void util_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Read /proc/PID/stat start time; 0 if the process does not exist. */
+uint64_t util_proc_start_time(pid_t pid);
+/* 1 if /proc/PID/cmdline contains needle. */
+int util_proc_cmdline_has(pid_t pid, const char *needle);
+
+#endif

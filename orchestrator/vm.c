@@ -1,0 +1,963 @@
+/* vm.c — per-lane processes: nbdkit serving the root disk, QEMU running the
+ * guest, and the agent channel to lane-init.
+ *
+ * Boot:  booting → [resolve kernel+initramfs once] → spawn nbdkit → wait for
+ *        its socket → spawn QEMU → agent handshake → running.
+ * Stop:  stopping → agent shutdown → QEMU exits → nbdkit SIGTERM → stopped;
+ *        escalation SIGTERM/SIGKILL on the deadline.
+ * Death: QEMU or nbdkit dying unexpectedly fails the lane; the survivor is
+ *        killed and the final state is applied only once both are gone, so
+ *        a stopped/failed lane never has a process left (no orphans) and a
+ *        later boot never races a previous nbdkit on the same disk.
+ *
+ * Processes are spawned detached (own session) so they outlive a lanesd
+ * crash; they are watched through pidfds, which works the same for children
+ * and for processes re-adopted after a lanesd restart. Signals go through
+ * pidfd_send_signal, so a recycled pid is never hit.
+ */
+#include "lanesd.h"
+#include "proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define NBD_SOCKET_WAIT_MS 15000
+#define KILL_GRACE_MS 3000
+
+static void lane_teardown_step(lane_rt_t *l);
+static void lane_spawn_qemu(lane_rt_t *l);
+static void lane_agent_connect(lane_rt_t *l);
+
+/* ---- accelerator ---------------------------------------------------------------- */
+
+const char *vm_probe_accel(char *why, size_t whylen)
+{
+    const char *force = getenv("LANES_ACCEL");
+    if (force && (!strcmp(force, "tcg") || !strcmp(force, "kvm"))) {
+        snprintf(why, whylen, "forced by LANES_ACCEL=%s", force);
+        return strcmp(force, "kvm") == 0 ? "kvm" : "tcg";
+    }
+    int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(why, whylen, "/dev/kvm: %s", strerror(errno));
+        return "tcg";
+    }
+    close(fd);
+    /* /dev/kvm opening is not enough: a nested paravirtual KVM (kvm_pvm)
+     * accepts KVM_CREATE_VM but cannot run a normal guest kernel. Real
+     * hardware virtualization shows vmx/svm in the CPU flags. */
+    FILE *f = fopen("/proc/cpuinfo", "re");
+    int hw = 0;
+    if (f) {
+        char line[8192];
+        while (fgets(line, sizeof(line), f)) {
+            if (strncmp(line, "flags", 5) != 0)
+                continue;
+            if (strstr(line, " vmx") || strstr(line, " svm"))
+                hw = 1;
+            break;
+        }
+        fclose(f);
+    }
+    if (!hw) {
+        snprintf(why, whylen, "/dev/kvm present but the CPU has no vmx/svm flag (paravirtual KVM cannot boot lanes)");
+        return "tcg";
+    }
+    snprintf(why, whylen, "/dev/kvm usable and CPU has hardware virtualization");
+    return "kvm";
+}
+
+/* ---- lane objects --------------------------------------------------------------- */
+
+lane_rt_t *vm_lane_new(lanesd_t *d)
+{
+    lane_rt_t *l = calloc(1, sizeof(*l));
+    if (!l)
+        return NULL;
+    l->d = d;
+    l->qemu.lane = l;
+    l->qemu.what = "qemu";
+    l->qemu.pidfd = -1;
+    l->nbdkit.lane = l;
+    l->nbdkit.what = "nbdkit";
+    l->nbdkit.pidfd = -1;
+    uv_timer_init(d->loop, &l->timer);
+    uv_timer_init(d->loop, &l->tick);
+    l->timer.data = l->tick.data = l;
+    l->handles_open = 2;
+    /* append, keeping creation order for listings */
+    lane_rt_t **pp = &d->lanes;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = l;
+    return l;
+}
+
+lane_rt_t *vm_lane_find(lanesd_t *d, const char *name)
+{
+    for (lane_rt_t *l = d->lanes; l; l = l->next)
+        if (!strcmp(l->name, name) || !strcmp(l->id, name))
+            return l;
+    return NULL;
+}
+
+static void on_lane_handle_closed(uv_handle_t *h)
+{
+    lane_rt_t *l = h->data;
+    if (--l->handles_open == 0)
+        free(l);
+}
+
+void vm_lane_unlink_free(lane_rt_t *l)
+{
+    lanesd_t *d = l->d;
+    for (lane_rt_t **pp = &d->lanes; *pp; pp = &(*pp)->next) {
+        if (*pp == l) {
+            *pp = l->next;
+            break;
+        }
+    }
+    agent_free(l->agent);
+    l->agent = NULL;
+    uv_close((uv_handle_t *)&l->timer, on_lane_handle_closed);
+    uv_close((uv_handle_t *)&l->tick, on_lane_handle_closed);
+}
+
+json_object *vm_lane_json(const lane_rt_t *l)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "name", json_object_new_string(l->name));
+    json_object_object_add(o, "id", json_object_new_string(l->id));
+    json_object_object_add(o, "state", json_object_new_string(lane_state_name(l->state)));
+    json_object_object_add(o, "reason", l->reason[0] ? json_object_new_string(l->reason) : NULL);
+    json_object_object_add(o, "image", json_object_new_string(l->image));
+    json_object_object_add(o, "cpus", json_object_new_int(l->cpus));
+    json_object_object_add(o, "memory_mib", json_object_new_int(l->memory_mib));
+    json_object_object_add(o, "disk_gib", json_object_new_int(l->disk_gib));
+    json_object_object_add(o, "accel", l->accel[0] ? json_object_new_string(l->accel) : NULL);
+    json_object_object_add(o, "created_at", json_object_new_int64(l->created_at));
+    json_object_object_add(o, "booted_at", l->booted_at ? json_object_new_int64(l->booted_at) : NULL);
+    json_object_object_add(o, "pid", l->qemu.pid > 0 ? json_object_new_int(l->qemu.pid) : NULL);
+    json_object_object_add(o, "agent_ready", json_object_new_boolean(l->agent && agent_is_ready(l->agent)));
+    char path[600];
+    snprintf(path, sizeof(path), "%s/console.log", l->dir);
+    json_object_object_add(o, "console_log", json_object_new_string(path));
+    return o;
+}
+
+/* ---- state ---------------------------------------------------------------------- */
+
+static void lane_wake_waiters(lane_rt_t *l)
+{
+    lane_waiter_t **pp = &l->waiters;
+    while (*pp) {
+        lane_waiter_t *w = *pp;
+        int done = 0;
+        if (l->state == w->want) {
+            http_req_respond_json(w->req, 200, vm_lane_json(l));
+            done = 1;
+        } else if (l->state == LANE_FAILED || (w->want == LANE_RUNNING && l->state == LANE_STOPPED) ||
+                   (w->want == LANE_STOPPED && l->state == LANE_RUNNING)) {
+            if (l->state == LANE_FAILED && w->want == LANE_RUNNING)
+                http_req_respond_error(w->req, 500, "boot_failed", "lane %s failed to boot: %s", l->name,
+                                       l->reason[0] ? l->reason : "unknown reason");
+            else
+                http_req_respond_error(w->req, 409, "state_changed", "lane %s is now %s%s%s", l->name,
+                                       lane_state_name(l->state), l->reason[0] ? ": " : "", l->reason);
+            done = 1;
+        }
+        if (done) {
+            *pp = w->next;
+            free(w);
+        } else {
+            pp = &w->next;
+        }
+    }
+}
+
+static void on_waiter_gone(http_req_t *req, void *ud)
+{
+    lane_rt_t *l = ud;
+    for (lane_waiter_t **pp = &l->waiters; *pp; pp = &(*pp)->next) {
+        if ((*pp)->req == req) {
+            lane_waiter_t *w = *pp;
+            *pp = w->next;
+            /* The request still has to be released by answering it. */
+            http_req_respond_error(req, 499, "client_closed", "client went away");
+            free(w);
+            return;
+        }
+    }
+}
+
+void vm_lane_add_waiter(lane_rt_t *l, http_req_t *req, lane_state_t want)
+{
+    lane_waiter_t *w = calloc(1, sizeof(*w));
+    if (!w) {
+        http_req_respond_error(req, 500, "internal", "out of memory");
+        return;
+    }
+    w->req = req;
+    w->want = want;
+    w->next = l->waiters;
+    l->waiters = w;
+    http_req_on_close(req, on_waiter_gone, l);
+}
+
+int vm_lane_set_state(lane_rt_t *l, lane_event_t ev, const char *reason_fmt, ...)
+{
+    lane_state_t to;
+    if (lane_transition(l->state, ev, &to) < 0) {
+        util_log("lane %s: ignoring event %s in state %s", l->name, lane_event_name(ev), lane_state_name(l->state));
+        return -EINVAL;
+    }
+    lane_state_t from = l->state;
+    l->state = to;
+    if (reason_fmt) {
+        va_list ap;
+        va_start(ap, reason_fmt);
+        vsnprintf(l->reason, sizeof(l->reason), reason_fmt, ap);
+        va_end(ap);
+    } else if (to != LANE_FAILED) {
+        l->reason[0] = '\0';
+    }
+    if (to == LANE_RUNNING)
+        l->booted_at = util_now_s();
+    db_lane_update(l->d, l);
+    char detail[700];
+    snprintf(detail, sizeof(detail), "%s -> %s%s%s", lane_state_name(from), lane_state_name(to),
+             l->reason[0] ? ": " : "", l->reason);
+    db_event(l->d, l->id, "state", detail);
+    util_log("lane %s: %s", l->name, detail);
+    lane_wake_waiters(l);
+    return 0;
+}
+
+/* ---- process watching -------------------------------------------------------------- */
+
+static int pidfd_open_compat(pid_t pid)
+{
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+static int proc_signal(lane_proc_t *p, int sig)
+{
+    if (p->pid <= 0)
+        return -ESRCH;
+    if (p->pidfd >= 0) {
+        if (syscall(SYS_pidfd_send_signal, p->pidfd, sig, NULL, 0) < 0)
+            return -errno;
+        return 0;
+    }
+    /* No pidfd (should not happen): fall back to a start-time-checked kill. */
+    if (util_proc_start_time(p->pid) != p->start_time)
+        return -ESRCH;
+    return kill(p->pid, sig) < 0 ? -errno : 0;
+}
+
+static void proc_reset(lane_proc_t *p)
+{
+    p->pid = 0;
+    p->start_time = 0;
+}
+
+static void on_pidfd_closed(uv_handle_t *h)
+{
+    lane_proc_t *p = h->data;
+    if (p->pidfd >= 0)
+        close(p->pidfd);
+    p->pidfd = -1;
+    lane_rt_t *l = p->lane;
+    if (--l->handles_open == 0)
+        free(l);
+}
+
+/* The process behind p is gone (status < 0: unknown, it was not our child). */
+static void proc_gone(lane_proc_t *p, int status)
+{
+    lane_rt_t *l = p->lane;
+    if (p->polling) {
+        p->polling = 0;
+        uv_poll_stop(&p->poll);
+        l->handles_open++;
+        uv_close((uv_handle_t *)&p->poll, on_pidfd_closed);
+    }
+    pid_t pid = p->pid;
+    proc_reset(p);
+    db_lane_update(l->d, l);
+
+    char desc[128];
+    if (status < 0)
+        snprintf(desc, sizeof(desc), "exited");
+    else if (WIFSIGNALED(status))
+        snprintf(desc, sizeof(desc), "was killed by signal %d", WTERMSIG(status));
+    else
+        snprintf(desc, sizeof(desc), "exited with status %d", WEXITSTATUS(status));
+    util_log("lane %s: %s (pid %d) %s", l->name, p->what, (int)pid, desc);
+
+    if (!l->teardown) {
+        /* First process to go decides how the lane ends. */
+        l->teardown = 1;
+        int clean = p == &l->qemu && status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        if (p == &l->qemu && (l->state == LANE_STOPPING || (l->state == LANE_RUNNING && clean))) {
+            l->teardown_ev = LANE_EV_EXITED;
+            l->teardown_reason[0] = '\0';
+        } else {
+            l->teardown_ev = LANE_EV_FAIL;
+            snprintf(l->teardown_reason, sizeof(l->teardown_reason), "%s %s unexpectedly%s", p->what, desc,
+                     p == &l->qemu ? " (see console log)" : "");
+            if (l->state == LANE_BOOTING && p == &l->qemu)
+                snprintf(l->teardown_reason, sizeof(l->teardown_reason), "qemu %s during boot (see console log)",
+                         desc);
+        }
+    }
+    lane_teardown_step(l);
+}
+
+static void on_pidfd_readable(uv_poll_t *h, int status, int events)
+{
+    lane_proc_t *p = h->data;
+    (void)status;
+    (void)events;
+    int wstatus = -1;
+    /* If it was our child, reap it for the status (libuv may have already). */
+    siginfo_t si;
+    memset(&si, 0, sizeof(si));
+    if (waitid(P_PIDFD, (id_t)p->pidfd, &si, WEXITED | WNOHANG) == 0 && si.si_pid != 0) {
+        if (si.si_code == CLD_EXITED)
+            wstatus = (si.si_status & 0xff) << 8;
+        else
+            wstatus = si.si_status & 0x7f;
+    }
+    proc_gone(p, wstatus);
+}
+
+static int proc_watch(lane_proc_t *p)
+{
+    lane_rt_t *l = p->lane;
+    p->pidfd = pidfd_open_compat(p->pid);
+    if (p->pidfd < 0)
+        return -errno;
+    fcntl(p->pidfd, F_SETFD, FD_CLOEXEC);
+    uv_poll_init(l->d->loop, &p->poll, p->pidfd);
+    p->poll.data = p;
+    p->polling = 1;
+    uv_poll_start(&p->poll, UV_READABLE, on_pidfd_readable);
+    return 0;
+}
+
+/* Spawn a detached process with stdout+stderr to logfile; returns pid or
+ * negative errno. We fork ourselves (not uv_spawn) so libuv does not reap
+ * the child behind our pidfd's back: waitid(P_PIDFD) gets the status. */
+static pid_t spawn_detached(char *const argv[], const char *logfile, const char *cwd)
+{
+    int logfd = open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (logfd < 0)
+        return -errno;
+    int errpipe[2];
+    if (pipe2(errpipe, O_CLOEXEC) < 0) {
+        int e = errno;
+        close(logfd);
+        return -e;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(logfd);
+        close(errpipe[0]);
+        close(errpipe[1]);
+        return -e;
+    }
+    if (pid == 0) {
+        setsid();
+        sigset_t all;
+        sigemptyset(&all);
+        sigprocmask(SIG_SETMASK, &all, NULL);
+        for (int s = 1; s < NSIG; s++)
+            signal(s, SIG_DFL);
+        int nullfd = open("/dev/null", O_RDONLY);
+        if (nullfd >= 0)
+            dup2(nullfd, 0);
+        dup2(logfd, 1);
+        dup2(logfd, 2);
+        if (cwd && chdir(cwd) < 0)
+            _exit(126);
+        execvp(argv[0], argv);
+        int e = errno;
+        ssize_t w = write(errpipe[1], &e, sizeof(e));
+        (void)w;
+        _exit(127);
+    }
+    close(logfd);
+    close(errpipe[1]);
+    int child_errno = 0;
+    ssize_t n;
+    do {
+        n = read(errpipe[0], &child_errno, sizeof(child_errno));
+    } while (n < 0 && errno == EINTR);
+    close(errpipe[0]);
+    if (n == (ssize_t)sizeof(child_errno)) {
+        waitpid(pid, NULL, 0);
+        return -child_errno;
+    }
+    return pid;
+}
+
+/* ---- teardown ---------------------------------------------------------------------- */
+
+static void on_kill_escalate(uv_timer_t *t)
+{
+    lane_rt_t *l = t->data;
+    if (l->qemu.pid > 0)
+        proc_signal(&l->qemu, SIGKILL);
+    if (l->nbdkit.pid > 0)
+        proc_signal(&l->nbdkit, SIGKILL);
+}
+
+static void lane_remove_runtime_files(lane_rt_t *l)
+{
+    static const char *const files[] = {"nbd.sock", "ctl.sock", "qmp.sock"};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        char path[700];
+        snprintf(path, sizeof(path), "%s/%s", l->dir, files[i]);
+        unlink(path);
+    }
+}
+
+/* Drive the lane towards "no processes", then apply the pending transition. */
+static void lane_teardown_step(lane_rt_t *l)
+{
+    if (l->agent) {
+        agent_free(l->agent);
+        l->agent = NULL;
+    }
+    api_exec_lane_gone(l);
+    uv_timer_stop(&l->tick);
+    if (l->qemu.pid > 0) {
+        proc_signal(&l->qemu, SIGKILL);
+        return; /* its pidfd fires and we come back */
+    }
+    if (l->nbdkit.pid > 0) {
+        /* SIGTERM lets nbdkit close cleanly; committed data is already durable. */
+        proc_signal(&l->nbdkit, SIGTERM);
+        uv_timer_start(&l->timer, on_kill_escalate, KILL_GRACE_MS, 0);
+        return;
+    }
+    uv_timer_stop(&l->timer);
+    lane_remove_runtime_files(l);
+    l->teardown = 0;
+    l->stop_phase = 0;
+    l->waiting_artifacts = 0;
+    if (l->state == LANE_CREATED || l->state == LANE_STOPPED || l->state == LANE_FAILED) {
+        db_lane_update(l->d, l);
+    } else if (l->teardown_ev == LANE_EV_FAIL) {
+        vm_lane_set_state(l, LANE_EV_FAIL, "%s", l->teardown_reason);
+    } else {
+        vm_lane_set_state(l, l->teardown_ev, NULL);
+    }
+    if (l->freeing) {
+        /* rm was waiting for the processes to go */
+        vm_lane_unlink_free(l);
+    }
+}
+
+/* Fail the lane: kill everything, final state failed with reason. */
+static void lane_fail(lane_rt_t *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void lane_fail(lane_rt_t *l, const char *fmt, ...)
+{
+    if (!l->teardown) {
+        l->teardown = 1;
+        l->teardown_ev = LANE_EV_FAIL;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(l->teardown_reason, sizeof(l->teardown_reason), fmt, ap);
+        va_end(ap);
+        util_log("lane %s: failing: %s", l->name, l->teardown_reason);
+    }
+    lane_teardown_step(l);
+}
+
+void vm_lane_kill(lane_rt_t *l)
+{
+    if (l->qemu.pid <= 0 && l->nbdkit.pid <= 0 && !lane_state_is_active(l->state))
+        return;
+    if (!l->teardown) {
+        l->teardown = 1;
+        l->teardown_ev = l->state == LANE_STOPPING ? LANE_EV_EXITED : LANE_EV_FAIL;
+        snprintf(l->teardown_reason, sizeof(l->teardown_reason), "killed");
+        if (l->state == LANE_RUNNING || l->state == LANE_BOOTING) {
+            /* forced stop by the user: go through stopping so the end state is stopped */
+            vm_lane_set_state(l, LANE_EV_STOP, NULL);
+            l->teardown_ev = LANE_EV_EXITED;
+        }
+    }
+    lane_teardown_step(l);
+}
+
+/* ---- agent ----------------------------------------------------------------------------- */
+
+static void on_agent_ready(agent_t *a, const agent_hello_t *hello, void *ud)
+{
+    lane_rt_t *l = ud;
+    (void)a;
+    uv_timer_stop(&l->timer);
+    if (l->state == LANE_BOOTING) {
+        int64_t ms = util_now_ms() - l->boot_started_ms;
+        char detail[256];
+        snprintf(detail, sizeof(detail), "agent ready after %lld ms (guest kernel %s, guest uptime %llu ms)",
+                 (long long)ms, hello->kernel, (unsigned long long)hello->boot_ms);
+        db_event(l->d, l->id, "boot", detail);
+        vm_lane_set_state(l, LANE_EV_READY, NULL);
+    } else {
+        util_log("lane %s: agent reconnected", l->name);
+    }
+}
+
+static void on_agent_reconnect(uv_timer_t *t)
+{
+    lane_rt_t *l = t->data;
+    if (l->qemu.pid > 0 && !l->teardown && (l->state == LANE_RUNNING || l->state == LANE_BOOTING))
+        lane_agent_connect(l);
+}
+
+static void on_agent_disconnect(agent_t *a, int err, const char *msg, void *ud)
+{
+    lane_rt_t *l = ud;
+    (void)a;
+    (void)err;
+    util_log("lane %s: agent channel closed: %s", l->name, msg ? msg : "");
+    /* Don't free the agent from inside its callback: do it on the next tick. */
+    if (l->teardown || l->state == LANE_STOPPING)
+        return;
+    if (l->state == LANE_BOOTING && err == -ETIMEDOUT) {
+        lane_fail(l, "boot timed out: the guest agent did not answer (see console log)");
+        return;
+    }
+    /* QEMU still there: the guest side reset or misbehaved; reconnect. */
+    uv_timer_start(&l->tick, on_agent_reconnect, 500, 0);
+}
+
+static void lane_agent_connect(lane_rt_t *l)
+{
+    if (l->agent) {
+        agent_free(l->agent);
+        l->agent = NULL;
+    }
+    char path[700];
+    snprintf(path, sizeof(path), "%s/ctl.sock", l->dir);
+    static const agent_callbacks_t cbs = {on_agent_ready, on_agent_disconnect};
+    l->agent = agent_new(l->d->loop, path, &cbs, l);
+    if (!l->agent) {
+        lane_fail(l, "out of memory creating the agent channel");
+        return;
+    }
+    uint64_t timeout = l->state == LANE_BOOTING ? l->d->boot_timeout_ms : 30000;
+    int r = agent_start(l->agent, timeout);
+    if (r < 0)
+        lane_fail(l, "agent channel: %s", strerror(-r));
+}
+
+/* ---- boot -------------------------------------------------------------------------------- */
+
+static void on_boot_deadline(uv_timer_t *t)
+{
+    lane_rt_t *l = t->data;
+    if (l->state == LANE_BOOTING)
+        lane_fail(l, "boot timed out after %llu s (see console log)",
+                  (unsigned long long)(l->d->boot_timeout_ms / 1000));
+}
+
+static void on_nbd_socket_poll(uv_timer_t *t)
+{
+    lane_rt_t *l = t->data;
+    if (l->teardown || l->state != LANE_BOOTING)
+        return;
+    char path[700];
+    snprintf(path, sizeof(path), "%s/nbd.sock", l->dir);
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        lane_spawn_qemu(l);
+        return;
+    }
+    l->nbd_wait_ms += 20;
+    if (l->nbd_wait_ms > NBD_SOCKET_WAIT_MS) {
+        lane_fail(l, "nbdkit did not create its socket within %d s (see %s/nbdkit.log)", NBD_SOCKET_WAIT_MS / 1000,
+                  l->dir);
+        return;
+    }
+    uv_timer_start(&l->tick, on_nbd_socket_poll, 20, 0);
+}
+
+static void lane_spawn_nbdkit(lane_rt_t *l)
+{
+    lanesd_t *d = l->d;
+    char plugin[700], store_arg[700], disk_arg[128], sock[700], log[700];
+    snprintf(plugin, sizeof(plugin), "%s/nbdkit-laneslocal-plugin.so", d->bin_dir);
+    snprintf(store_arg, sizeof(store_arg), "store=%s/store", d->state_dir);
+    snprintf(disk_arg, sizeof(disk_arg), "disk=%s", l->id);
+    snprintf(sock, sizeof(sock), "%s/nbd.sock", l->dir);
+    snprintf(log, sizeof(log), "%s/nbdkit.log", l->dir);
+    unlink(sock);
+    char *argv[] = {"nbdkit", "--foreground", "--unix", sock, plugin, store_arg, disk_arg, NULL};
+    pid_t pid = spawn_detached(argv, log, NULL);
+    if (pid < 0) {
+        lane_fail(l, "cannot start nbdkit: %s", strerror((int)-pid));
+        return;
+    }
+    l->nbdkit.pid = pid;
+    l->nbdkit.start_time = util_proc_start_time(pid);
+    if (proc_watch(&l->nbdkit) < 0) {
+        lane_fail(l, "cannot watch nbdkit: %s", strerror(errno));
+        return;
+    }
+    db_lane_update(d, l);
+    l->nbd_wait_ms = 0;
+    uv_timer_start(&l->tick, on_nbd_socket_poll, 20, 0);
+}
+
+/* Build QEMU's argv. Returns the count; strings live in buf. */
+static int qemu_argv(lane_rt_t *l, char **argv, int max, char *buf, size_t buflen)
+{
+    lanesd_t *d = l->d;
+    size_t used = 0;
+    int n = 0;
+#define ARG(...)                                                                       \
+    do {                                                                               \
+        if (n >= max - 1 || used >= buflen)                                            \
+            return -E2BIG;                                                             \
+        int w_ = snprintf(buf + used, buflen - used, __VA_ARGS__);                     \
+        if (w_ < 0 || (size_t)w_ >= buflen - used)                                     \
+            return -E2BIG;                                                             \
+        argv[n++] = buf + used;                                                        \
+        used += (size_t)w_ + 1;                                                        \
+    } while (0)
+    int kvm = strcmp(l->accel, "kvm") == 0;
+    ARG("qemu-system-x86_64");
+    ARG("-name");
+    ARG("lanes-%s,debug-threads=on", l->id);
+    ARG("-M");
+    ARG("microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=%s,pic=%s", kvm ? "off" : "on", kvm ? "off" : "on");
+    ARG("-accel");
+    ARG(kvm ? "kvm" : "tcg,thread=multi");
+    ARG("-cpu");
+    ARG(kvm ? "host" : "max");
+    ARG("-smp");
+    ARG("%d", l->cpus);
+    ARG("-m");
+    ARG("%d", l->memory_mib);
+    ARG("-nodefaults");
+    ARG("-no-user-config");
+    ARG("-nographic");
+    ARG("-no-reboot");
+    ARG("-kernel");
+    ARG("%s", d->kernel);
+    ARG("-initrd");
+    ARG("%s", d->initrd);
+    ARG("-append");
+    /* tsc_early_khz: under TCG microvm cannot calibrate the TSC and hangs in
+     * about one boot of four without it (DESIGN.md Findings). panic=-1 turns
+     * a guest panic into a QEMU exit instead of a hung lane. */
+    ARG("console=ttyS0 reboot=t panic=-1 quiet%s lanes.hostname=%s lanes.root=/dev/vda",
+        kvm ? "" : " tsc_early_khz=2000000", l->name);
+    ARG("-chardev");
+    ARG("file,id=con,path=%s/console.log,append=on", l->dir);
+    ARG("-serial");
+    ARG("chardev:con");
+    ARG("-blockdev");
+    ARG("{\"driver\":\"nbd\",\"node-name\":\"root\",\"server\":{\"type\":\"unix\",\"path\":\"%s/nbd.sock\"},"
+        "\"reconnect-delay\":10}",
+        l->dir);
+    ARG("-device");
+    ARG("virtio-blk-device,drive=root");
+    ARG("-device");
+    ARG("virtio-serial-device,max_ports=2");
+    ARG("-chardev");
+    ARG("socket,id=ctl,path=%s/ctl.sock,server=on,wait=off", l->dir);
+    ARG("-device");
+    ARG("virtserialport,chardev=ctl,name=org.lanes.ctl.0");
+    ARG("-qmp");
+    ARG("unix:%s/qmp.sock,server=on,wait=off", l->dir);
+#undef ARG
+    argv[n] = NULL;
+    return n;
+}
+
+static void lane_spawn_qemu(lane_rt_t *l)
+{
+    char *argv[64];
+    char buf[8192];
+    if (qemu_argv(l, argv, 64, buf, sizeof(buf)) < 0) {
+        lane_fail(l, "qemu command line too long");
+        return;
+    }
+    char log[700];
+    snprintf(log, sizeof(log), "%s/qemu.log", l->dir);
+    char con[700];
+    snprintf(con, sizeof(con), "%s/console.log", l->dir);
+    /* a fresh console log per boot */
+    int fd = open(con, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        close(fd);
+    pid_t pid = spawn_detached(argv, log, l->dir);
+    if (pid < 0) {
+        lane_fail(l, "cannot start qemu-system-x86_64: %s", strerror((int)-pid));
+        return;
+    }
+    l->qemu.pid = pid;
+    l->qemu.start_time = util_proc_start_time(pid);
+    if (proc_watch(&l->qemu) < 0) {
+        lane_fail(l, "cannot watch qemu: %s", strerror(errno));
+        return;
+    }
+    db_lane_update(l->d, l);
+    lane_agent_connect(l);
+}
+
+static void lane_boot_continue(lane_rt_t *l)
+{
+    l->waiting_artifacts = 0;
+    if (l->state != LANE_BOOTING || l->teardown)
+        return;
+    lane_spawn_nbdkit(l);
+}
+
+/* ---- boot artifacts (kernel + initramfs), resolved once per lanesd ------------------------ */
+
+typedef struct {
+    lanesd_t *d;
+    int step; /* 0 kernel, 1 initramfs */
+    char err[512];
+} artifacts_job_t;
+
+static void artifacts_run_step(artifacts_job_t *job);
+
+static void artifacts_finish(artifacts_job_t *job, int ok)
+{
+    lanesd_t *d = job->d;
+    d->artifacts = ok ? 2 : 0;
+    for (lane_rt_t *l = d->lanes; l; l = l->next) {
+        if (!l->waiting_artifacts)
+            continue;
+        if (ok)
+            lane_boot_continue(l);
+        else
+            lane_fail(l, "cannot prepare the guest kernel/initramfs: %s", job->err);
+    }
+    free(job);
+}
+
+static void on_artifact_line(proc_run_t *p, const char *line, void *ud)
+{
+    artifacts_job_t *job = ud;
+    (void)p;
+    util_log("rootfs: %s", line);
+    snprintf(job->err, sizeof(job->err), "%s", line);
+}
+
+static void on_artifact_exit(proc_run_t *p, int status, int sig, const char *out, void *ud)
+{
+    artifacts_job_t *job = ud;
+    lanesd_t *d = job->d;
+    (void)p;
+    if (status != 0 || !out[0]) {
+        if (sig)
+            snprintf(job->err, sizeof(job->err), "lanes-rootfs killed by signal %d", sig);
+        artifacts_finish(job, 0);
+        return;
+    }
+    if (job->step == 0) {
+        snprintf(d->kernel, sizeof(d->kernel), "%s/vmlinuz", out);
+        job->step = 1;
+        artifacts_run_step(job);
+        return;
+    }
+    snprintf(d->initrd, sizeof(d->initrd), "%s", out);
+    util_log("guest kernel %s, initramfs %s", d->kernel, d->initrd);
+    artifacts_finish(job, 1);
+}
+
+static void artifacts_run_step(artifacts_job_t *job)
+{
+    lanesd_t *d = job->d;
+    char script[700], init[700];
+    snprintf(script, sizeof(script), "%s/rootfs/lanes-rootfs", d->root_dir);
+    snprintf(init, sizeof(init), "%s/lane-init", d->bin_dir);
+    char *argv_k[] = {script, "kernel", NULL};
+    char *argv_i[] = {script, "initramfs", init, NULL};
+    static const proc_run_callbacks_t cbs = {on_artifact_line, on_artifact_exit};
+    int r = proc_run_start(d->loop, job->step == 0 ? argv_k : argv_i, NULL, &cbs, job, NULL);
+    if (r < 0) {
+        snprintf(job->err, sizeof(job->err), "cannot run %s: %s", script, uv_strerror(r));
+        artifacts_finish(job, 0);
+    }
+}
+
+int vm_resolve_boot_artifacts(lanesd_t *d, char *msg, size_t msglen)
+{
+    if (d->artifacts != 0)
+        return 0;
+    if (d->kernel[0] && d->initrd[0]) {
+        d->artifacts = 2;
+        return 0;
+    }
+    artifacts_job_t *job = calloc(1, sizeof(*job));
+    if (!job) {
+        snprintf(msg, msglen, "out of memory");
+        return -ENOMEM;
+    }
+    job->d = d;
+    d->artifacts = 1;
+    artifacts_run_step(job);
+    return 0;
+}
+
+int vm_lane_boot(lane_rt_t *l, char *msg, size_t msglen)
+{
+    lanesd_t *d = l->d;
+    lane_state_t to;
+    if (lane_transition(l->state, LANE_EV_BOOT, &to) < 0) {
+        snprintf(msg, msglen, "lane %s is %s", l->name, lane_state_name(l->state));
+        return -EBUSY;
+    }
+    if (l->teardown) {
+        snprintf(msg, msglen, "lane %s is still shutting down", l->name);
+        return -EBUSY;
+    }
+    int r = util_mkdir_p(l->dir, 0700);
+    if (r < 0) {
+        snprintf(msg, msglen, "create %s: %s", l->dir, strerror(-r));
+        return r;
+    }
+    snprintf(l->accel, sizeof(l->accel), "%s", d->accel);
+    l->boot_started_ms = util_now_ms();
+    l->reason[0] = '\0';
+    vm_lane_set_state(l, LANE_EV_BOOT, NULL);
+    uv_timer_start(&l->timer, on_boot_deadline, d->boot_timeout_ms, 0);
+    if (d->artifacts == 2) {
+        lane_boot_continue(l);
+        return 0;
+    }
+    l->waiting_artifacts = 1;
+    r = vm_resolve_boot_artifacts(d, msg, msglen);
+    if (r < 0) {
+        lane_fail(l, "%s", msg);
+        return 0;
+    }
+    return 0;
+}
+
+/* ---- stop --------------------------------------------------------------------------------- */
+
+static void on_stop_deadline(uv_timer_t *t)
+{
+    lane_rt_t *l = t->data;
+    if (l->state != LANE_STOPPING)
+        return;
+    if (l->stop_phase <= 1 && l->qemu.pid > 0) {
+        util_log("lane %s: guest did not power off in time; sending SIGTERM to qemu", l->name);
+        l->stop_phase = 2;
+        proc_signal(&l->qemu, SIGTERM);
+        uv_timer_start(&l->timer, on_stop_deadline, KILL_GRACE_MS, 0);
+        return;
+    }
+    util_log("lane %s: still not stopped; SIGKILL", l->name);
+    l->stop_phase = 3;
+    on_kill_escalate(t);
+}
+
+static void on_guest_shutdown_ack(agent_t *a, int err, const char *msg, void *ud)
+{
+    lane_rt_t *l = ud;
+    (void)a;
+    if (err)
+        util_log("lane %s: guest shutdown request: %s", l->name, msg ? msg : strerror(-err));
+}
+
+int vm_lane_stop(lane_rt_t *l, uint64_t timeout_ms)
+{
+    if (l->state == LANE_STOPPING)
+        return 0;
+    if (vm_lane_set_state(l, LANE_EV_STOP, NULL) < 0)
+        return -EINVAL;
+    l->stop_phase = 1;
+    if (l->agent && agent_is_ready(l->agent) && agent_shutdown(l->agent, 0, on_guest_shutdown_ack, l) == 0) {
+        uv_timer_start(&l->timer, on_stop_deadline, timeout_ms, 0);
+    } else if (l->qemu.pid > 0) {
+        l->stop_phase = 2;
+        proc_signal(&l->qemu, SIGTERM);
+        uv_timer_start(&l->timer, on_stop_deadline, KILL_GRACE_MS, 0);
+    } else {
+        /* booting, nothing started yet (waiting for artifacts or nbdkit) */
+        l->teardown = 1;
+        l->teardown_ev = LANE_EV_EXITED;
+        lane_teardown_step(l);
+    }
+    return 0;
+}
+
+/* ---- recovery after a lanesd restart --------------------------------------------------------- */
+
+static int proc_adopt(lane_proc_t *p)
+{
+    if (p->pid <= 0)
+        return 0;
+    uint64_t st = util_proc_start_time(p->pid);
+    if (st == 0 || st != p->start_time || !util_proc_cmdline_has(p->pid, p->lane->id)) {
+        proc_reset(p);
+        return 0;
+    }
+    if (proc_watch(p) < 0) {
+        proc_reset(p);
+        return 0;
+    }
+    return 1;
+}
+
+void vm_lane_recover(lane_rt_t *l)
+{
+    if (!lane_state_is_active(l->state)) {
+        if (l->qemu.pid || l->nbdkit.pid) {
+            proc_reset(&l->qemu);
+            proc_reset(&l->nbdkit);
+            db_lane_update(l->d, l);
+        }
+        return;
+    }
+    int q = proc_adopt(&l->qemu);
+    int n = proc_adopt(&l->nbdkit);
+    util_log("lane %s: recovering (%s): qemu %s, nbdkit %s", l->name, lane_state_name(l->state),
+             q ? "alive" : "gone", n ? "alive" : "gone");
+    if (q && n && l->state != LANE_STOPPING) {
+        db_event(l->d, l->id, "recover", "lanesd restarted; re-attached to qemu and nbdkit");
+        if (l->state == LANE_BOOTING) {
+            l->boot_started_ms = util_now_ms();
+            uv_timer_start(&l->timer, on_boot_deadline, l->d->boot_timeout_ms, 0);
+        }
+        lane_agent_connect(l);
+        return;
+    }
+    if (q && n && l->state == LANE_STOPPING) {
+        l->stop_phase = 2;
+        proc_signal(&l->qemu, SIGTERM);
+        uv_timer_start(&l->timer, on_stop_deadline, KILL_GRACE_MS, 0);
+        return;
+    }
+    l->teardown = 1;
+    if (l->state == LANE_STOPPING) {
+        l->teardown_ev = LANE_EV_EXITED;
+    } else {
+        l->teardown_ev = LANE_EV_FAIL;
+        snprintf(l->teardown_reason, sizeof(l->teardown_reason),
+                 "lanesd restarted and found %s no longer running", !q ? "qemu" : "nbdkit");
+    }
+    lane_teardown_step(l);
+}
