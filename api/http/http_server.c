@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <http_parser.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -639,7 +640,8 @@ void http_req_body_pause(http_req_t *req)
         return;
     req->body_paused = true;
     if (req->conn && !req->conn->closing) {
-        http_parser_pause(&req->conn->parser, 1);
+        if (HTTP_PARSER_ERRNO(&req->conn->parser) == HPE_OK)
+            http_parser_pause(&req->conn->parser, 1);
         conn_update_io(req->conn);
     }
 }
@@ -771,7 +773,8 @@ static void req_route(http_req_t *req, http_server_t *srv)
 static void conn_fatal(conn_t *c, int status, const char *code, const char *msg)
 {
     c->stop_parsing = true;
-    http_parser_pause(&c->parser, 1);
+    if (HTTP_PARSER_ERRNO(&c->parser) == HPE_OK)
+        http_parser_pause(&c->parser, 1);
     http_req_t *req = c->req;
     if (!req) {
         req = c->req = req_new(c);
@@ -800,6 +803,13 @@ static int on_headers_complete(http_parser *p)
     req->http_minor = p->http_minor;
     req->keep_alive = http_should_keep_alive(p) != 0;
 
+    if (p->http_major != 1) {
+        set_early(req, 400, "bad_request", "unsupported HTTP version");
+        c->stop_parsing = true;
+        req->ready = true;
+        http_parser_pause(p, 1);
+        return 0;
+    }
     const char *url = req->url ? req->url : "";
     size_t plen = strcspn(url, "?#");
     if (http_path_split(url, plen, &req->segs, &req->nsegs) < 0 ||
@@ -1047,6 +1057,20 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(c->in + c->in_len, (unsigned)(c->in_cap - c->in_len));
 }
 
+/* Has the peer closed its socket entirely (not just shut down writing)? */
+static bool peer_hung_up(conn_t *c)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) < 0)
+        return true;
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    int r;
+    do
+        r = poll(&pfd, 1, 0);
+    while (r < 0 && errno == EINTR);
+    return r < 0 || (pfd.revents & (POLLHUP | POLLERR));
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     conn_t *c = s->data;
@@ -1054,15 +1078,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     if (nread < 0) {
         http_req_t *req = c->req;
-        /* EOF with a fully received request whose response is not streamed:
-         * finish answering it (half-close). Anything else: the client left. */
-        if (nread == UV_EOF && req && req->message_done && !req->streaming && !c->stop_parsing) {
+        /* A client that only shut down its sending side (POLLHUP not set)
+         * still gets the answers to what it sent; one that closed its socket
+         * is gone, and the current handler hears of it through on_close. */
+        bool half_close = nread == UV_EOF && !peer_hung_up(c);
+        if (half_close && req && req->message_done && !req->streaming && !c->stop_parsing) {
             c->peer_eof = true;
             uv_read_stop(s);
             c->reading = false;
             return;
         }
-        if (nread == UV_EOF && !req && c->in_off < c->in_len) {
+        if (half_close && !req && c->in_off < c->in_len) {
             c->peer_eof = true; /* pipelined requests still to answer */
             uv_read_stop(s);
             c->reading = false;
@@ -1166,10 +1192,11 @@ static void on_connection(uv_stream_t *listener, int status)
         return;
     }
     if (srv->nconns > srv->opts.max_connections) {
-        static const char busy[] =
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-            "Content-Length: 75\r\nConnection: close\r\n\r\n"
-            "{\"error\":{\"code\":\"busy\",\"message\":\"too many connections, retry later\"}}\n";
+#define BUSY_BODY "{\"error\":{\"code\":\"busy\",\"message\":\"too many connections\"}}"
+        static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                                   "Content-Type: application/json\r\nConnection: close\r\n"
+                                   "Content-Length: 58\r\n\r\n" BUSY_BODY;
+        _Static_assert(sizeof(BUSY_BODY) - 1 == 58, "busy body length");
         c->stop_parsing = true;
         wreq_t *wr = calloc(1, sizeof(*wr));
         if (!wr) {

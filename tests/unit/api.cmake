@@ -1,0 +1,3 @@
+# api component: lanes_http (server library) and lanectl's library.
+lanes_unit_test(test_http SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_http.c
+                LIBS lanes_http PkgConfig::JSONC pthread)
