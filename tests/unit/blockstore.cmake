@@ -1,0 +1,4 @@
+# blockstore unit tests (lanes_store core: refs, import, disk engine).
+lanes_unit_test(test_store
+    SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_store.c
+    LIBS lanes_store PkgConfig::CRYPTO)
