@@ -518,6 +518,12 @@ static void stream_finish(stream_t *s, int err, const char *msg, const agent_exi
     agent_t *a = s->agent;
     if (s->user_done)
         return;
+    if (s->cancelled) {
+        /* Whatever the guest said, the caller asked to stop. */
+        err = -ECANCELED;
+        msg = "cancelled";
+        ex = NULL;
+    }
     s->user_done = true;
     s->want_room = false;
     a->need_reap = true;
@@ -619,7 +625,7 @@ static bool take_window(agent_t *a, stream_t *s, const lp_frame_t *f)
         return false;
     }
     s->recv_window -= f->len;
-    if (s->user_done) {
+    if (s->user_done || s->cancelled) {
         /* Nobody reads a cancelled stream: acknowledge on its behalf. */
         s->ack_pending += f->len;
         flush_acks(s);
@@ -730,7 +736,7 @@ static void handle_output(agent_t *a, stream_t *s, const lp_frame_t *f)
         s->out_eof[fd] = true;
         return;
     }
-    if (!take_window(a, s, f) || s->user_done)
+    if (!take_window(a, s, f) || s->user_done || s->cancelled)
         return;
     if (s->kind == SK_EXEC) {
         if (s->cb.exec.on_output)
@@ -757,6 +763,12 @@ static void handle_stream_frame(agent_t *a, const lp_frame_t *f)
         return;
     }
     bool is_data = f->type == LP_STDOUT || f->type == LP_STDERR || f->type == LP_DATA;
+    bool from_guest = is_data || f->type == LP_EXEC_STARTED || f->type == LP_WINDOW || f->type == LP_EXIT ||
+                      f->type == LP_ERROR || f->type == LP_FILE_INFO || f->type == LP_OK;
+    if (!from_guest) {
+        violation(a, "unexpected %s on %s stream %u", lp_type_name(f->type), kind_name(s->kind), s->id);
+        return;
+    }
     fields_t fl;
     if (!is_data && parse_fields(f->payload, f->len, &fl) < 0) {
         violation(a, "malformed %s on stream %u", lp_type_name(f->type), f->stream);
@@ -773,7 +785,7 @@ static void handle_stream_frame(agent_t *a, const lp_frame_t *f)
         s->send_window += fl.increment;
         if (s->send_window > SEND_WINDOW_MAX)
             s->send_window = SEND_WINDOW_MAX;
-        if (s->want_room && !s->user_done && s->send_window > 0 && a->queued < QUEUE_DATA_MAX) {
+        if (s->want_room && !s->user_done && !s->cancelled && s->send_window > 0 && a->queued < QUEUE_DATA_MAX) {
             s->want_room = false;
             if (k == SK_EXEC && s->cb.exec.on_stdin_room)
                 s->cb.exec.on_stdin_room((agent_exec_t *)s, s->ud);
@@ -785,7 +797,7 @@ static void handle_stream_frame(agent_t *a, const lp_frame_t *f)
         if (k != SK_EXEC || s->started)
             break;
         s->started = true;
-        if (!s->user_done && s->cb.exec.on_started)
+        if (!s->user_done && !s->cancelled && s->cb.exec.on_started)
             s->cb.exec.on_started((agent_exec_t *)s, fl.pid, s->ud);
         return;
     case LP_STDOUT:
@@ -798,7 +810,7 @@ static void handle_stream_frame(agent_t *a, const lp_frame_t *f)
         if (k != SK_GET || s->started)
             break;
         s->started = true;
-        if (!s->user_done && s->cb.xfer.on_info)
+        if (!s->user_done && !s->cancelled && s->cb.xfer.on_info)
             s->cb.xfer.on_info((agent_xfer_t *)s, fl.size, fl.mode, s->ud);
         return;
     case LP_DATA:
@@ -825,9 +837,9 @@ static void handle_stream_frame(agent_t *a, const lp_frame_t *f)
         return;
     }
     case LP_OK:
-        if (k == SK_EXEC && !s->user_done)
+        if (k == SK_EXEC && !s->cancelled)
             break;
-        if (k == SK_GET && !s->user_done && !s->out_eof[1]) {
+        if (k == SK_GET && !s->cancelled && !s->out_eof[1]) {
             violation(a, "file get stream %u ended before its data EOF", s->id);
             return;
         }
