@@ -6,7 +6,7 @@
 # LANES_BOOT_RUNS=N boots each machine type N times (default 1) and prints
 # min/median/max seconds from QEMU start to "lane-init: ready"; those are the
 # numbers in docs/images.md. The QEMU flags used here are the ones documented
-# there for lanesd.
+# there for lanesd. LANES_BOOT_APPEND adds kernel parameters (for experiments).
 set -eu
 . "$(dirname "$0")/lib.sh"
 
@@ -28,7 +28,7 @@ log "kernel $kdir/vmlinuz ($(cat "$kdir/release")), initrd $initrd, image $image
 # Flags common to both machine types (TCG: this host has no usable KVM).
 common=(-accel tcg -cpu max -m 256 -smp 1 -nodefaults -no-user-config -nographic -no-reboot
         -kernel "$kdir/vmlinuz" -initrd "$initrd")
-append_common="console=ttyS0 lanes.root=/dev/vda quiet"
+append_common="console=ttyS0 lanes.root=/dev/vda quiet${LANES_BOOT_APPEND:+ $LANES_BOOT_APPEND}"
 
 # True once the console log $1 shows ready, or QEMU ($2) has exited.
 ready_or_dead() {
