@@ -460,8 +460,19 @@ static void test_handshake_after_garbage(void **state)
     peer_write(fx, trap, sizeof(trap));
     pump(fx, 20);
     assert_int_equal(fx->ready, 0);
-    peer_send_ack(fx, fx->nonce);
-    /* A frame right behind the ACK in the same burst must be decoded. */
+    /* The real ACK arrives split across reads (mid-header), followed in the
+     * same burst by a frame that must be decoded too. */
+    uint8_t ack[128];
+    lp_msg_t m;
+    lp_msg_init(&m, ack + LP_HDR_SIZE, sizeof(ack) - LP_HDR_SIZE);
+    lp_msg_put_u64(&m, LP_T_NONCE, fx->nonce);
+    lp_msg_put_str(&m, LP_T_HOSTNAME, "lane-test");
+    lp_msg_put_str(&m, LP_T_KERNEL, "6.1.0-test");
+    lp_msg_put_u64(&m, LP_T_BOOT_MS, 1234);
+    lp_hdr_encode(ack, LP_HELLO_ACK, 0, (uint32_t)m.len);
+    peer_write(fx, ack, 5);
+    pump(fx, 20);
+    peer_write(fx, ack + 5, LP_HDR_SIZE + m.len - 5);
     peer_send(fx, LP_PING, 0, "abc", 3);
     assert_true(RUN_UNTIL(fx, fx->ready == 1, 3000));
     assert_string_equal(fx->hello.hostname, "lane-test");
@@ -532,6 +543,28 @@ static void test_connect_timeout(void **state)
     pump(fx, 100);
     assert_int_equal(fx->disconnects, 1);
     fx_free(fx);
+}
+
+static void test_new_free_unstarted(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    char longpath[200];
+    memset(longpath, 'a', sizeof(longpath) - 1);
+    longpath[sizeof(longpath) - 1] = '\0';
+    errno = 0;
+    assert_null(agent_new(&loop, longpath, &fx_cb, NULL));
+    assert_int_equal(errno, EINVAL);
+    agent_t *a = agent_new(&loop, "/nonexistent/x.sock", &fx_cb, NULL);
+    assert_non_null(a);
+    assert_false(agent_is_ready(a));
+    done_rec_t d = {0};
+    assert_int_equal(agent_ping(a, NULL, &d), -ENOTCONN);
+    agent_free(a);
+    agent_free(NULL);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
 }
 
 static void test_hello_timeout(void **state)
@@ -1657,6 +1690,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_hello_resent_and_duplicate_acks),
         cmocka_unit_test(test_connect_retry_until_socket_appears),
         cmocka_unit_test(test_connect_timeout),
+        cmocka_unit_test(test_new_free_unstarted),
         cmocka_unit_test(test_hello_timeout),
         cmocka_unit_test(test_peer_closes),
         cmocka_unit_test(test_exec_request_encoding),
