@@ -1,0 +1,76 @@
+/* main.c — lanectl: command-line client for lanesd. Resolves the socket,
+ * then hands argv to the subcommand (cmd_*.c). */
+#include <curl/curl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lanectl.h"
+
+static const struct {
+    const char *name;
+    int (*fn)(lanectl_t *, int, char **);
+    const char *summary;
+} commands[] = {
+    {"create", cmd_create, "create a lane"},
+    {"boot", cmd_boot, "boot a lane and wait until it runs"},
+    {"stop", cmd_stop, "stop a running lane"},
+    {"rm", cmd_rm, "delete a lane and its disk"},
+    {"ls", cmd_ls, "list lanes"},
+    {"inspect", cmd_inspect, "show a lane as JSON"},
+    {"exec", cmd_exec, "run a command in a lane"},
+    {"cp", cmd_cp, "copy files into or out of a lane"},
+    {"image", cmd_image, "build, import, list and remove base images"},
+    {"version", cmd_version, "show client and daemon versions"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: lanectl [--socket PATH] COMMAND [ARGS...]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\nRun 'lanectl COMMAND --help' for a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    lanectl_t ctx = {.prog = "lanectl"};
+    const char *sock_opt = NULL;
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc)
+            sock_opt = argv[++i];
+        else if (strncmp(argv[i], "--socket=", 9) == 0)
+            sock_opt = argv[i] + 9;
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return EXIT_OK;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("lanectl %s\n", LANES_VERSION);
+            return EXIT_OK;
+        } else {
+            lanectl_err("unknown option '%s'", argv[i]);
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (i >= argc) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (lanectl_socket_path(sock_opt, getenv("LANES_SOCKET"), getenv("XDG_RUNTIME_DIR"), ctx.socket_path,
+                            sizeof(ctx.socket_path)) < 0) {
+        lanectl_err("socket path too long");
+        return EXIT_USAGE;
+    }
+    for (size_t c = 0; c < sizeof(commands) / sizeof(commands[0]); c++) {
+        if (strcmp(argv[i], commands[c].name) != 0)
+            continue;
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        int r = commands[c].fn(&ctx, argc - i, argv + i);
+        curl_global_cleanup();
+        return r;
+    }
+    lanectl_err("unknown command '%s'", argv[i]);
+    usage(stderr);
+    return EXIT_USAGE;
+}
