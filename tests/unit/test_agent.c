@@ -1441,6 +1441,45 @@ static void test_guest_echo_exit_ping(void **state)
     guest_stop(&g);
 }
 
+/* Cancel a running exec: -ECANCELED at once, the guest's late output and
+ * EXIT for it are absorbed, and the channel keeps working. */
+static void test_guest_cancel(void **state)
+{
+    (void)state;
+    fx_t *fx = fx_new();
+    guest_t g;
+    guest_start(fx, &g);
+    exec_rec_t r = {0};
+    static const char *const loud[] = {"/bin/sh", "-c", "while :; do echo spam; done", NULL};
+    run_exec(fx, &r, loud, 0); /* never acks: the guest fills the window */
+    assert_true(RUN_UNTIL(fx, r.out[1] >= LP_WINDOW_INITIAL / 2, 10000));
+    agent_exec_cancel(r.h);
+    assert_true(RUN_UNTIL(fx, r.exits == 1, 5000));
+    assert_int_equal(r.exit.error, -ECANCELED);
+    for (int i = 0; i < 3; i++) {
+        done_rec_t p = {0};
+        assert_int_equal(agent_ping(fx->agent, ping_done, &p), 0);
+        assert_true(RUN_UNTIL(fx, p.calls == 1, 5000));
+        assert_int_equal(p.err, 0);
+    }
+    exec_rec_t r2 = {.ack_immediately = 1};
+    static const char *const t[] = {"/bin/true", NULL};
+    run_exec(fx, &r2, t, 0);
+    assert_true(RUN_UNTIL(fx, r2.exits == 1, 10000));
+    assert_true(r2.exit.exited);
+    assert_int_equal(fx->disconnects, 0);
+
+    /* agent_free with an exec still running: the guest sees EOF and exits
+     * (checked by guest_stop). */
+    exec_rec_t r3 = {0};
+    static const char *const sl[] = {"/bin/sleep", "100", NULL};
+    run_exec(fx, &r3, sl, 0);
+    assert_true(RUN_UNTIL(fx, r3.started == 1, 10000));
+    guest_stop(&g);
+    assert_int_equal(r3.exits, 1);
+    assert_int_equal(r3.exit.error, -ECANCELED);
+}
+
 /* stdin through cat, paced by on_stdin_room. */
 typedef struct {
     exec_rec_t r;
@@ -1681,7 +1720,7 @@ int main(int argc, char **argv)
         const struct CMUnitTest guest[] = {
             cmocka_unit_test(test_guest_echo_exit_ping), cmocka_unit_test(test_guest_stdin_cat),
             cmocka_unit_test(test_guest_big_output),     cmocka_unit_test(test_guest_concurrent_execs),
-            cmocka_unit_test(test_guest_file_put_get),
+            cmocka_unit_test(test_guest_file_put_get),   cmocka_unit_test(test_guest_cancel),
         };
         return cmocka_run_group_tests_name("agent vs lane-init", guest, NULL, NULL);
     }
