@@ -412,12 +412,18 @@ int boot_open_port(li_ctx_t *ctx, int wait_ms)
     return fd;
 }
 
-/* Reap every child; returns 1 when no other process is left. */
+/* Reap every child; returns 1 when no other process is left. Every user
+ * process descends from PID 1 and orphans are re-parented to it, so "no
+ * children" means "alone" (kill(-1, 0) cannot tell: it counts kernel
+ * threads). */
 static int reap_until_alone(void)
 {
-    while (waitpid(-1, NULL, WNOHANG) > 0)
-        ;
-    return kill(-1, 0) < 0 && errno == ESRCH;
+    for (;;) {
+        pid_t pid = waitpid(-1, NULL, WNOHANG);
+        if (pid > 0)
+            continue;
+        return pid < 0 && errno == ECHILD;
+    }
 }
 
 static void kill_all_wait(int sig, int wait_ms)
