@@ -16,7 +16,7 @@ int cmd_boot(lanectl_t *ctx, int argc, char **argv)
     int opt;
     optind = 0;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (opt == 'n')
             wait = false;
         else if (opt == 'h') {

@@ -23,7 +23,7 @@ int create_parse_args(int argc, char **argv, lanectl_t *ctx, char **name_out, js
     int opt;
     optind = 0;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         unsigned long long v;
         const char *key = NULL;
         switch (opt) {

@@ -16,7 +16,7 @@ int cmd_stop(lanectl_t *ctx, int argc, char **argv)
     int opt, ret = EXIT_ERROR;
     optind = 0;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         unsigned long long v;
         if (opt == 't') {
             if (!lanectl_parse_uint(optarg, 86400, &v)) {
