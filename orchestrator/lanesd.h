@@ -91,10 +91,10 @@ struct lane_rt {
 
 struct lanesd {
     uv_loop_t *loop;
-    char state_dir[512];
+    char state_dir[256];
     char socket_path[512];
-    char root_dir[512];      /* lanes source/install root (rootfs scripts) */
-    char bin_dir[512];       /* where lane-init, the plugin and lanes-store live */
+    char root_dir[256];      /* lanes source/install root (rootfs scripts) */
+    char bin_dir[256];       /* where lane-init, the plugin and lanes-store live */
     char kernel[512];        /* resolved lazily unless given */
     char initrd[512];
     int artifacts;           /* 0 unresolved, 1 resolving, 2 ready */
@@ -172,5 +172,7 @@ void util_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 uint64_t util_proc_start_time(pid_t pid);
 /* 1 if /proc/PID/cmdline contains needle. */
 int util_proc_cmdline_has(pid_t pid, const char *needle);
+/* 1 if /proc/PID/comm equals name. */
+int util_proc_comm_is(pid_t pid, const char *name);
 
 #endif

@@ -196,3 +196,20 @@ int util_proc_cmdline_has(pid_t pid, const char *needle)
     free(buf);
     return found;
 }
+
+int util_proc_comm_is(pid_t pid, const char *name)
+{
+    char path[64], buf[64];
+    snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    if (buf[n - 1] == '\n')
+        buf[n - 1] = '\0';
+    return strcmp(buf, name) == 0;
+}

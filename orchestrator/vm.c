@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -355,10 +356,51 @@ static int proc_watch(lane_proc_t *p)
     return 0;
 }
 
-/* Spawn a detached process with stdout+stderr to logfile; returns pid or
- * negative errno. We fork ourselves (not uv_spawn) so libuv does not reap
- * the child behind our pidfd's back: waitid(P_PIDFD) gets the status. */
-static pid_t spawn_detached(char *const argv[], const char *logfile, const char *cwd)
+/* Body of the shim process: wait for the real child, forward termination
+ * signals to it, and leave with its status. Never returns. */
+static void shim_run(pid_t child) __attribute__((noreturn));
+static void shim_run(pid_t child)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    prctl(PR_SET_NAME, "lanes-shim");
+    for (;;) {
+        int status;
+        pid_t r = waitpid(child, &status, WNOHANG);
+        if (r == child) {
+            if (WIFSIGNALED(status)) {
+                signal(WTERMSIG(status), SIG_DFL);
+                sigprocmask(SIG_UNBLOCK, &set, NULL);
+                raise(WTERMSIG(status));
+            }
+            _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+        }
+        if (r < 0 && errno != EINTR)
+            _exit(1);
+        siginfo_t si;
+        if (sigwaitinfo(&set, &si) < 0)
+            continue;
+        if (si.si_signo != SIGCHLD)
+            kill(child, si.si_signo);
+    }
+}
+
+/* Spawn a detached process with stdout+stderr to logfile; returns the pid to
+ * watch or a negative errno. We fork ourselves (not uv_spawn) so libuv does
+ * not reap the child behind our pidfd's back: waitid(P_PIDFD) gets the
+ * status.
+ *
+ * with_shim: Debian's nbdkit arms PR_SET_PDEATHSIG(SIGTERM) on itself, so it
+ * would die with lanesd. It gets a minimal parent (a "shim", like
+ * containerd-shim or conmon) that outlives lanesd, forwards SIGTERM/INT/HUP,
+ * and exits with the child's status; the returned pid is the shim's. If the
+ * shim is SIGKILLed the child gets its death signal and goes too. */
+static pid_t spawn_detached(char *const argv[], const char *logfile, const char *cwd, int with_shim)
 {
     int logfd = open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (logfd < 0)
@@ -379,9 +421,9 @@ static pid_t spawn_detached(char *const argv[], const char *logfile, const char 
     }
     if (pid == 0) {
         setsid();
-        sigset_t all;
-        sigemptyset(&all);
-        sigprocmask(SIG_SETMASK, &all, NULL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         for (int s = 1; s < NSIG; s++)
             signal(s, SIG_DFL);
         int nullfd = open("/dev/null", O_RDONLY);
@@ -391,6 +433,16 @@ static pid_t spawn_detached(char *const argv[], const char *logfile, const char 
         dup2(logfd, 2);
         if (cwd && chdir(cwd) < 0)
             _exit(126);
+        if (with_shim) {
+            pid_t child = fork();
+            if (child < 0)
+                _exit(125);
+            if (child > 0) {
+                /* the shim keeps nothing of lanesd's: no sockets, no db */
+                close_range(3, ~0U, 0);
+                shim_run(child);
+            }
+        }
         execvp(argv[0], argv);
         int e = errno;
         ssize_t w = write(errpipe[1], &e, sizeof(e));
@@ -608,7 +660,7 @@ static void lane_spawn_nbdkit(lane_rt_t *l)
     snprintf(log, sizeof(log), "%s/nbdkit.log", l->dir);
     unlink(sock);
     char *argv[] = {"nbdkit", "--foreground", "--unix", sock, plugin, store_arg, disk_arg, NULL};
-    pid_t pid = spawn_detached(argv, log, NULL);
+    pid_t pid = spawn_detached(argv, log, NULL, 1);
     if (pid < 0) {
         lane_fail(l, "cannot start nbdkit: %s", strerror((int)-pid));
         return;
@@ -707,7 +759,7 @@ static void lane_spawn_qemu(lane_rt_t *l)
     int fd = open(con, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd >= 0)
         close(fd);
-    pid_t pid = spawn_detached(argv, log, l->dir);
+    pid_t pid = spawn_detached(argv, log, l->dir, 0);
     if (pid < 0) {
         lane_fail(l, "cannot start qemu-system-x86_64: %s", strerror((int)-pid));
         return;
@@ -910,8 +962,11 @@ static int proc_adopt(lane_proc_t *p)
 {
     if (p->pid <= 0)
         return 0;
+    /* pid + start time identify a process; QEMU's command line also names
+     * the lane, nbdkit's shim is a bare fork named lanes-shim. */
     uint64_t st = util_proc_start_time(p->pid);
-    if (st == 0 || st != p->start_time || !util_proc_cmdline_has(p->pid, p->lane->id)) {
+    int ident = p == &p->lane->qemu ? util_proc_cmdline_has(p->pid, p->lane->id) : util_proc_comm_is(p->pid, "lanes-shim");
+    if (st == 0 || st != p->start_time || !ident) {
         proc_reset(p);
         return 0;
     }
