@@ -35,7 +35,7 @@
 #error "LANE_INIT_PATH must point at the lane-init binary"
 #endif
 
-#define MAX_SESS 64
+#define MAX_SESS 300
 #define WAIT_MS 30000
 
 typedef struct {
@@ -954,6 +954,36 @@ static void test_hello_resets_sessions(void **state)
     assert_string_equal((char *)s->out.p, "again\n");
 }
 
+static void test_stream_limit(void **state)
+{
+    cl_t *c = *state;
+    enum { LIMIT = 256 };
+    const char *argv[] = {"sleep", "30", NULL};
+    exec_opts_t o = {.argv = argv};
+    sess_t *s[LIMIT];
+    for (int i = 0; i < LIMIT; i++)
+        s[i] = start_exec(c, 1001 + 2 * (uint32_t)i, &o);
+    for (int i = 0; i < LIMIT; i++) {
+        uint64_t end = now_ms() + WAIT_MS;
+        while (!s[i]->started) {
+            assert_false(s[i]->done);
+            assert_true(now_ms() < end);
+            assert_true(cl_pump(c, 1000) >= 0);
+        }
+    }
+    sess_t *extra = start_exec(c, 3001, &o);
+    run_until_done(c, extra);
+    assert_true(extra->is_error);
+    assert_int_equal(extra->err_no, EAGAIN);
+    /* Freeing one slot makes room again. */
+    send_frame(c, LP_CANCEL, s[0]->id, NULL, 0);
+    run_until_done(c, s[0]);
+    assert_int_equal(s[0]->term_signal, SIGKILL);
+    sess_t *again = run_sh(c, 3003, "echo room");
+    assert_string_equal((char *)again->out.p, "room\n");
+    /* The rest are killed when the host goes away (teardown). */
+}
+
 static void test_shutdown(void **state)
 {
     cl_t *c = *state;
@@ -989,6 +1019,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hostile_frames, setup, teardown),
         cmocka_unit_test_setup_teardown(test_window_overrun, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hello_resets_sessions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
