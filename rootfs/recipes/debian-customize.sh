@@ -4,6 +4,7 @@
 # Adds the lane user, writes lane-specific /etc files and removes what a lane
 # never needs (apt lists and caches, docs, man pages, locales except C).
 set -eu
+umask 022
 root=${1:?usage: debian-customize.sh ROOTDIR}
 
 chroot "$root" groupadd --gid 1000 lane

@@ -5,6 +5,7 @@
 # Everything that changes the image must live in this file, debian.packages
 # or debian-customize.sh: their content is the image's cache key.
 set -euo pipefail
+umask 022
 
 root=${1:?usage: debian.sh ROOTDIR}
 here=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)

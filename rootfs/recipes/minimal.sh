@@ -5,6 +5,7 @@
 # Everything that changes the image must live in this file: its content is
 # part of the image's cache key.
 set -eu
+umask 022
 
 root=${1:?usage: minimal.sh ROOTDIR}
 busybox=${LANES_BUSYBOX:-/bin/busybox}

@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # lib.sh — small shared helpers for integration tests (POSIX sh; source it).
 #
 #   . "$(dirname "$0")/lib.sh"
