@@ -640,7 +640,8 @@ static void test_exec_background_grandchild(void **state)
     assert_true(now_ms() - t0 < 5000);
     assert_string_equal((char *)s->out.p, "hi\n");
     assert_int_equal(s->code, 0);
-    /* The agent kills the leftover group when it exits (teardown). */
+    /* The background sleep is still in the session's process group. */
+    assert_int_equal(kill(-(pid_t)s->pid, SIGKILL), 0);
 }
 
 static void test_exec_pty(void **state)
