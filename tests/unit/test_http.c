@@ -103,6 +103,15 @@ static void h_chunks(http_req_t *req, void *ctx)
     http_req_stream_end(req);
 }
 
+/* /reject: a streaming-body route that answers without reading the body. */
+static void h_reject(http_req_t *req, void *ctx)
+{
+    LOOP_CHECK(http_req_add_header(req, "X-Bad", "a\r\nInjected: 1") == -EINVAL);
+    LOOP_CHECK(http_req_add_header(req, "Bad:Name", "v") == -EINVAL);
+    http_req_respond_error(req, 409, "exists", "lane %s already exists", "x");
+    LOOP_CHECK(http_req_add_header(req, "X-Late", "v") == -EALREADY);
+}
+
 /* /upload: streamed body, paused after every chunk and resumed from a timer. */
 typedef struct {
     uv_timer_t timer;
@@ -338,6 +347,7 @@ static int setup(void **state)
     assert_int_equal(http_server_route(srv, "GET", "/chunks", 0, h_chunks, fx), 0);
     assert_int_equal(http_server_route(srv, "POST", "/upload", HTTP_ROUTE_STREAM_BODY, h_upload, fx), 0);
     assert_int_equal(http_server_route(srv, "GET", "/forever", 0, h_forever, fx), 0);
+    assert_int_equal(http_server_route(srv, "POST", "/reject", HTTP_ROUTE_STREAM_BODY, h_reject, fx), 0);
     assert_int_equal(http_server_route(srv, "GET", "/slow", 0, h_slow, fx), 0);
     assert_int_equal(http_server_route(srv, "GET", "/big", 0, h_big, fx), 0);
     assert_int_not_equal(http_server_route(srv, "GET", "/bad/{x", 0, h_hello, fx), 0);
@@ -1040,6 +1050,55 @@ static void test_connection_cap(void **state)
     assert_true(ok);
 }
 
+static void test_early_response_and_http10(void **state)
+{
+    fixture_t *fx = *state;
+    /* An answer before the body was read cannot keep the connection. */
+    client_t *c = client_open(fx);
+    client_sends(c, "POST /reject HTTP/1.1\r\nHost: l\r\nContent-Length: 100000\r\n\r\npartial");
+    resp_t r;
+    assert_true(client_response(c, &r));
+    expect_error(&r, 409, "exists");
+    json_object *eo = resp_json(&r);
+    assert_string_equal(jstr(eo, "error", "message"), "lane x already exists");
+    json_object_put(eo);
+    assert_string_equal(resp_header(&r, "connection"), "close");
+    assert_null(resp_header(&r, "x-bad"));
+    resp_free(&r);
+    expect_eof(c);
+    client_close(c);
+
+    /* HTTP/1.0: no chunked encoding; the stream ends at close. */
+    c = client_open(fx);
+    client_sends(c, "GET /chunks HTTP/1.0\r\n\r\n");
+    char line[256];
+    assert_true(client_line(c, line, sizeof(line)));
+    assert_string_equal(line, "HTTP/1.1 200 OK");
+    bool chunked = false;
+    while (client_line(c, line, sizeof(line)) && line[0])
+        if (strcasecmp(line, "Transfer-Encoding: chunked") == 0)
+            chunked = true;
+    assert_false(chunked);
+    for (int i = 0; i < 5; i++) {
+        char want[64];
+        snprintf(want, sizeof(want), "{\"progress\":%d}", i);
+        assert_true(client_line(c, line, sizeof(line)));
+        assert_string_equal(line, want);
+    }
+    expect_eof(c);
+    client_close(c);
+
+    /* HTTP/1.0 buffered answer, then close. */
+    c = client_open(fx);
+    client_sends(c, "GET /hello HTTP/1.0\r\n\r\n");
+    assert_true(client_response(c, &r));
+    assert_int_equal(r.status, 200);
+    assert_string_equal(resp_header(&r, "connection"), "close");
+    resp_free(&r);
+    expect_eof(c);
+    client_close(c);
+}
+
 static void test_listen_errors(void **state)
 {
     fixture_t *fx = *state;
@@ -1073,6 +1132,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_slow_client_times_out, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_early_response_and_http10, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listen_errors, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
