@@ -24,9 +24,11 @@ int exec_result_exit_code(json_object *final)
     if (final && json_object_object_get_ex(final, "error", &err) &&
         json_object_object_get_ex(err, "code", &v)) {
         const char *code = json_object_get_string(v);
-        if (strcmp(code, "command_not_found") == 0)
+        /* The spec's codes, plus the bare ones older lanesd builds send. */
+        if (strcmp(code, "command_not_found") == 0 || strcmp(code, "not_found") == 0)
             return 127;
-        if (strcmp(code, "command_not_executable") == 0)
+        if (strcmp(code, "command_not_executable") == 0 || strcmp(code, "not_executable") == 0 ||
+            strcmp(code, "permission_denied") == 0)
             return 126;
     }
     return EXIT_EXEC_FAILED;

@@ -8,7 +8,8 @@
 /* final: {"exit":{"exit_code":int|null,"signal":int|null,"timed_out":bool}}
  * or {"error":{"code":...}} (also a plain API error body). Returns:
  * timed out → 124; killed by signal N → 128+N; exited → exit_code & 255;
- * error "command_not_found" → 127; "command_not_executable" → 126;
+ * error "command_not_found" (or "not_found") → 127; "command_not_executable"
+ * (or "not_executable", "permission_denied") → 126;
  * anything else (incl. NULL) → 125. */
 int exec_result_exit_code(json_object *final);
 

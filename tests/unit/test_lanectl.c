@@ -197,6 +197,8 @@ static void test_exit_codes(void **state)
         {"{\"exit\":{}}", 125},
         {"{\"error\":{\"code\":\"command_not_found\",\"message\":\"x\"}}", 127},
         {"{\"error\":{\"code\":\"command_not_executable\",\"message\":\"x\"}}", 126},
+        {"{\"error\":{\"code\":\"not_found\",\"message\":\"x\"}}", 127},
+        {"{\"error\":{\"code\":\"permission_denied\",\"message\":\"x\"}}", 126},
         {"{\"error\":{\"code\":\"lane_not_found\",\"message\":\"x\"}}", 125},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
