@@ -6,7 +6,8 @@
 # LANES_BOOT_RUNS=N boots each machine type N times (default 1) and prints
 # min/median/max seconds from QEMU start to "lane-init: ready"; those are the
 # numbers in docs/images.md. The QEMU flags used here are the ones documented
-# there for lanesd. LANES_BOOT_APPEND adds kernel parameters (for experiments).
+# there for lanesd. LANES_BOOT_APPEND adds kernel parameters (for experiments);
+# LANES_BOOT_IMAGE=debian boots the debian image instead of minimal.
 set -eu
 . "$(dirname "$0")/lib.sh"
 
@@ -22,7 +23,7 @@ R="$LANES_ROOT/rootfs/lanes-rootfs"
 
 kdir=$("$R" kernel)
 initrd=$("$R" initramfs "$lane_init")
-image=$("$R" image minimal)
+image=$("$R" image "${LANES_BOOT_IMAGE:-minimal}")
 log "kernel $kdir/vmlinuz ($(cat "$kdir/release")), initrd $initrd, image $image"
 
 # Flags common to both machine types (TCG: this host has no usable KVM).
