@@ -74,6 +74,18 @@ static int local_open(const char *dir, void **out, char **err)
     close(be->objfd);
     goto fail;
   }
+  /* The 256 fan-out directories, made once so put() never has to. */
+  if (faccessat(be->objfd, "ff", F_OK, 0) == -1) {
+    for (unsigned d = 0; d < 256; d++) {
+      char name[3];
+      snprintf(name, sizeof name, "%02x", d);
+      if ((r = local_mkdir(be->objfd, name)) < 0) {
+        store_err(err, -r, "mkdir %s/%s: %s", be->objdir, name, strerror(-r));
+        close(be->objfd);
+        goto fail;
+      }
+    }
+  }
   pthread_mutex_init(&be->lock, NULL);
   *out = be;
   return 0;
@@ -164,14 +176,16 @@ static int local_put(void *p, const store_id_t *id, const void *buf,
     return store_err(err, -r, "write object %s/%s: %s", be->objdir, rel,
                      strerror(-r));
   }
-  rel[2] = '\0';
-  if ((r = local_mkdir(be->objfd, rel)) < 0) {
-    unlinkat(be->objfd, tmp, 0);
-    return store_err(err, -r, "mkdir %s/%s: %s", be->objdir, rel,
-                     strerror(-r));
+  int rc = renameat(be->objfd, tmp, be->objfd, rel);
+  if (rc == -1 && errno == ENOENT) {
+    /* fan-out directory missing (they are made at open; be forgiving) */
+    rel[2] = '\0';
+    r = local_mkdir(be->objfd, rel);
+    rel[2] = '/';
+    if (r == 0)
+      rc = renameat(be->objfd, tmp, be->objfd, rel);
   }
-  rel[2] = '/';
-  if (renameat(be->objfd, tmp, be->objfd, rel) == -1) {
+  if (rc == -1) {
     r = store_err(err, errno, "rename object into %s/%s: %m", be->objdir, rel);
     unlinkat(be->objfd, tmp, 0);
     return r;
