@@ -236,12 +236,20 @@ static int laneslocal_can_multi_conn(void *handle)
   return 1;
 }
 
-/* Log the engine's message once and set errno from its return value. */
+/* Log the engine's message once and set errno from its return value.  NBD
+ * carries only a few error codes; anything else (ESTALE from a lost commit
+ * race, ENOENT of a deleted ref, ...) is an I/O error to the client. */
 static int fail(int r, char *err)
 {
   nbdkit_error("laneslocal: %s", err ? err : strerror(-r));
   free(err);
-  errno = -r;
+  switch (-r) {
+  case EIO: case ENOSPC: case ENOMEM: case EINVAL: case EPERM: case EROFS:
+    errno = -r;
+    break;
+  default:
+    errno = EIO;
+  }
   return -1;
 }
 
