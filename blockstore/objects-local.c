@@ -9,6 +9,8 @@
  *     write from this process.  After a power loss a file whose data had not
  *     reached the disk may exist; put() therefore trusts an existing file only
  *     if its size matches, and every reader verifies the hash anyway.
+ *   - put() of an object that already exists still marks it for the next
+ *     sync(): it may be another process's object that is not durable yet.
  *   - Durability: in STORE_SYNC_SYNCFS mode nothing is synced per object;
  *     sync() issues one syncfs() on the store's filesystem, which makes every
  *     earlier put (data, inode, directory entry) durable.  In
@@ -148,6 +150,16 @@ static int local_write_all(int fd, const void *buf, size_t len)
   return 0;
 }
 
+/* Remember that the next sync() must make id's directory entry durable. */
+static void local_mark_dirty(struct local_be *be, const store_id_t *id)
+{
+  unsigned dir = (unsigned)id->b[0];
+  pthread_mutex_lock(&be->lock);
+  be->dirty_dirs[dir / 8] |= (uint8_t)(1u << (dir % 8));
+  be->have_dirty = 1;
+  pthread_mutex_unlock(&be->lock);
+}
+
 static int local_put(void *p, const store_id_t *id, const void *buf,
                      size_t len, char **err)
 {
@@ -157,8 +169,22 @@ static int local_put(void *p, const store_id_t *id, const void *buf,
   int r;
 
   local_relpath(id, rel);
-  if (fstatat(be->objfd, rel, &st, 0) == 0 && (size_t)st.st_size == len)
-    return 0;   /* already stored (content-addressed) */
+  if (fstatat(be->objfd, rel, &st, 0) == 0 && (size_t)st.st_size == len) {
+    /* Already stored (content-addressed).  It may be another writer's
+     * not-yet-synced object, so our next sync() must still cover it. */
+    if (be->mode == STORE_SYNC_FSYNC) {
+      int efd = openat(be->objfd, rel, O_RDONLY | O_CLOEXEC);
+      if (efd == -1 || fdatasync(efd) == -1) {
+        r = store_err(err, errno, "sync object %s/%s: %m", be->objdir, rel);
+        if (efd != -1)
+          close(efd);
+        return r;
+      }
+      close(efd);
+    }
+    local_mark_dirty(be, id);
+    return 0;
+  }
 
   snprintf(tmp, sizeof tmp, "tmp/%ld-%llu", (long)getpid(),
            (unsigned long long)atomic_fetch_add(&be->tmp_seq, 1));
@@ -190,11 +216,7 @@ static int local_put(void *p, const store_id_t *id, const void *buf,
     unlinkat(be->objfd, tmp, 0);
     return r;
   }
-  pthread_mutex_lock(&be->lock);
-  unsigned dir = (unsigned)id->b[0];
-  be->dirty_dirs[dir / 8] |= (uint8_t)(1u << (dir % 8));
-  be->have_dirty = 1;
-  pthread_mutex_unlock(&be->lock);
+  local_mark_dirty(be, id);
   return 0;
 }
 
