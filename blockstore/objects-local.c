@@ -1,12 +1,14 @@
 /* lanes block store — local object backend: loose object files.
  *
  * Layout: STORE/objects/<2 hex>/<62 hex> holds the object whose SHA-256 is
- * the 64 hex digits; STORE/objects/tmp/ holds objects being written.
+ * the 64 hex digits.  New objects are written as anonymous O_TMPFILEs in
+ * their fan-out directory and linked in when complete (fallback: a named
+ * "<2 hex>/.tmp-PID-SEQ" file renamed into place).
  *
  * Invariants:
- *   - An object file appears under its final name only by rename() of a
- *     completely written temporary file, so a final name never has a short
- *     write from this process.  After a power loss a file whose data had not
+ *   - An object file appears under its final name only by linkat()/rename()
+ *     of a completely written temporary file, so a final name never has a
+ *     short write from this process.  After a power loss a file whose data had not
  *     reached the disk may exist; put() therefore trusts an existing file only
  *     if its size matches, and every reader verifies the hash anyway.
  *   - put() of an object that already exists still marks it for the next
@@ -16,8 +18,8 @@
  *     earlier put (data, inode, directory entry) durable.  In
  *     STORE_SYNC_FSYNC mode every object is fsync'd before its rename and
  *     sync() fsyncs the directories that got new entries.
- *   - Stale files in tmp/ (crash mid-put) and unreferenced objects are left
- *     for garbage collection.
+ *   - Stale ".tmp-*" files (crash mid-put on the fallback path) and
+ *     unreferenced objects are left for garbage collection.
  *
  * Threading: put/get/sync may run concurrently from several threads (the
  * dirty-directory set is under a mutex, temp names are unique per call) and
@@ -69,11 +71,6 @@ static int local_open(const char *dir, void **out, char **err)
   be->objfd = open(be->objdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (be->objfd == -1) {
     r = store_err(err, errno, "open %s: %m", be->objdir);
-    goto fail;
-  }
-  if ((r = local_mkdir(be->objfd, "tmp")) < 0) {
-    store_err(err, -r, "mkdir %s/tmp: %s", be->objdir, strerror(-r));
-    close(be->objfd);
     goto fail;
   }
   /* The 256 fan-out directories, made once so put() never has to. */
@@ -150,6 +147,31 @@ static int local_write_all(int fd, const void *buf, size_t len)
   return 0;
 }
 
+/* Write an object as an anonymous O_TMPFILE in fan-out directory dir and
+ * link it in as dir/name: a crash never leaves a partial file behind.
+ * -EOPNOTSUPP when O_TMPFILE or /proc/self/fd is unavailable. */
+static int local_put_tmpfile(struct local_be *be, const char *dir,
+                             const char *name, const void *buf, size_t len)
+{
+  int fd = openat(be->objfd, dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0444);
+  if (fd == -1)
+    return errno == EISDIR || errno == EOPNOTSUPP || errno == EINVAL
+           ? -EOPNOTSUPP : -errno;
+  int r = local_write_all(fd, buf, len);
+  if (r == 0 && be->mode == STORE_SYNC_FSYNC && fdatasync(fd) == -1)
+    r = -errno;
+  if (r == 0) {
+    char proc[64], target[STORE_ID_HEX_LEN + 2];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    snprintf(target, sizeof target, "%s/%s", dir, name);
+    if (linkat(AT_FDCWD, proc, be->objfd, target, AT_SYMLINK_FOLLOW) == -1 &&
+        errno != EEXIST)   /* EEXIST: another writer stored it meanwhile */
+      r = errno == ENOENT ? -EOPNOTSUPP : -errno;
+  }
+  close(fd);
+  return r;
+}
+
 /* Remember that the next sync() must make id's directory entry durable. */
 static void local_mark_dirty(struct local_be *be, const store_id_t *id)
 {
@@ -169,7 +191,8 @@ static int local_put(void *p, const store_id_t *id, const void *buf,
   int r;
 
   local_relpath(id, rel);
-  if (fstatat(be->objfd, rel, &st, 0) == 0 && (size_t)st.st_size == len) {
+  int exists = fstatat(be->objfd, rel, &st, 0) == 0;
+  if (exists && (size_t)st.st_size == len) {
     /* Already stored (content-addressed).  It may be another writer's
      * not-yet-synced object, so our next sync() must still cover it. */
     if (be->mode == STORE_SYNC_FSYNC) {
@@ -186,8 +209,24 @@ static int local_put(void *p, const store_id_t *id, const void *buf,
     return 0;
   }
 
-  snprintf(tmp, sizeof tmp, "tmp/%ld-%llu", (long)getpid(),
+  rel[2] = '\0';                      /* rel = fan-out dir "ab" */
+  if (!exists) {
+    r = local_put_tmpfile(be, rel, rel + 3, buf, len);
+    if (r == 0) {
+      local_mark_dirty(be, id);
+      return 0;
+    }
+    if (r != -EOPNOTSUPP) {
+      rel[2] = '/';
+      return store_err(err, -r, "write object %s/%s: %s", be->objdir, rel,
+                       strerror(-r));
+    }
+  }
+  /* Fallback (no O_TMPFILE or /proc, or replacing a damaged object): a
+   * named temporary in the same directory, renamed over the final name. */
+  snprintf(tmp, sizeof tmp, "%s/.tmp-%ld-%llu", rel, (long)getpid(),
            (unsigned long long)atomic_fetch_add(&be->tmp_seq, 1));
+  rel[2] = '/';
   int fd = openat(be->objfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
                   0444);
   if (fd == -1)
@@ -197,24 +236,12 @@ static int local_put(void *p, const store_id_t *id, const void *buf,
     r = -errno;
   if (close(fd) == -1 && r == 0 && errno != EINTR)
     r = -errno;
+  if (r == 0 && renameat(be->objfd, tmp, be->objfd, rel) == -1)
+    r = -errno;
   if (r < 0) {
     unlinkat(be->objfd, tmp, 0);
     return store_err(err, -r, "write object %s/%s: %s", be->objdir, rel,
                      strerror(-r));
-  }
-  int rc = renameat(be->objfd, tmp, be->objfd, rel);
-  if (rc == -1 && errno == ENOENT) {
-    /* fan-out directory missing (they are made at open; be forgiving) */
-    rel[2] = '\0';
-    r = local_mkdir(be->objfd, rel);
-    rel[2] = '/';
-    if (r == 0)
-      rc = renameat(be->objfd, tmp, be->objfd, rel);
-  }
-  if (rc == -1) {
-    r = store_err(err, errno, "rename object into %s/%s: %m", be->objdir, rel);
-    unlinkat(be->objfd, tmp, 0);
-    return r;
   }
   local_mark_dirty(be, id);
   return 0;
