@@ -168,9 +168,9 @@ static json_object *exit_json(const agent_exit_t *e)
 static const char *exec_error_code(int err)
 {
     switch (-err) {
-    case ENOENT: return "not_found";
-    case EACCES: return "permission_denied";
-    case ENOEXEC: return "not_executable";
+    case ENOENT: return "command_not_found";
+    case EACCES: return "command_not_executable";
+    case ENOEXEC: return "command_not_executable";
     case ECANCELED: return "canceled";
     default: return "exec_failed";
     }

@@ -47,8 +47,8 @@ lanes_start() {
 }
 
 lanes_restart() {
-    kill -KILL "$LANESD_PID" 2>/dev/null
-    wait "$LANESD_PID" 2>/dev/null
+    kill -KILL "$LANESD_PID" 2>/dev/null || true
+    wait "$LANESD_PID" 2>/dev/null || true
     rm -f "$LANES_SOCKET"
     "$LANES_BUILD/bin/lanesd" --state-dir "$LANES_STATE" --boot-timeout "${LANES_BOOT_TIMEOUT:-120}" \
         >>"$LANES_STATE/lanesd.log" 2>&1 &
@@ -83,3 +83,9 @@ expect_fail() {
     fi
     grep -Eq -- "$_re" "$T/ef.err" || fail "stderr of '$*' does not match /$_re/: $(cat "$T/ef.err")"
 }
+
+# Processes (QEMU, nbdkit) of this test's lanes, optionally of one lane id.
+# A shell function, so the pattern never matches a wrapper shell's own argv.
+lane_procs() { pgrep -f -- "$LANES_STATE/lanes/${1:-}" 2>/dev/null; }
+no_lane_procs() { ! lane_procs "${1:-}" >/dev/null; }
+lane_state_is() { [ "$(lane_state "$1" 2>/dev/null)" = "$2" ]; }

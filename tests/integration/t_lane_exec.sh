@@ -60,11 +60,13 @@ log "100 sequential execs in $(elapsed "$s") s"
 
 log "20 concurrent execs"
 i=0
+pids=""
 while [ $i -lt 20 ]; do
     lc exec ex -- sh -c "sleep 1; echo c$i" >"$T/c$i" 2>&1 &
+    pids="$pids $!"
     i=$((i + 1))
 done
-wait
+for p in $pids; do wait "$p" || fail "a concurrent exec failed"; done
 i=0
 while [ $i -lt 20 ]; do
     [ "$(cat "$T/c$i")" = "c$i" ] || fail "concurrent exec $i: $(cat "$T/c$i")"

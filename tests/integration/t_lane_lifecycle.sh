@@ -41,7 +41,7 @@ log "write data, stop, boot again: it persists"
 lc exec l1 -- sh -c 'echo persistent-data > /root/marker && sync'
 lc stop l1 >/dev/null
 [ "$(lane_state l1)" = stopped ] || fail "lane not stopped"
-pgrep -f -- "$LANES_STATE/lanes/" >/dev/null && fail "processes left after stop: $(pgrep -af -- "$LANES_STATE/lanes/")"
+no_lane_procs || fail "processes left after stop: $(lane_procs)"
 lc boot l1 >/dev/null
 [ "$(lc exec l1 -- cat /root/marker)" = persistent-data ] || fail "data lost across stop/boot"
 
@@ -75,5 +75,5 @@ log "rm --force on a running lane"
 lc create l2 --image minimal --disk 1 >/dev/null
 lc boot l2 >/dev/null
 lc rm --force l2
-wait_for 15 sh -c "! pgrep -f -- '$LANES_STATE/lanes/' >/dev/null" || fail "processes left after rm --force"
+wait_for 15 no_lane_procs || fail "processes left after rm --force"
 log "ok"
