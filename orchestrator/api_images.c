@@ -62,7 +62,7 @@ static void job_end(image_job_t *j, const char *err_code, const char *fmt, ...)
         json_object *img = json_object_new_object();
         json_object_object_add(img, "name", json_object_new_string(j->name));
         json_object_object_add(img, "size_bytes", json_object_new_int64((int64_t)size));
-        json_object_object_add(img, "created_at", json_object_new_int64(created));
+        json_object_object_add(img, "created_at", util_json_time(created));
         json_object_object_add(img, "source", json_object_new_string(j->source));
         json_object_object_add(o, "image", img);
     }

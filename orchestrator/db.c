@@ -259,7 +259,7 @@ json_object *db_images_json(lanesd_t *d)
         json_object *o = json_object_new_object();
         json_object_object_add(o, "name", json_object_new_string((const char *)sqlite3_column_text(st, 0)));
         json_object_object_add(o, "size_bytes", json_object_new_int64(sqlite3_column_int64(st, 1)));
-        json_object_object_add(o, "created_at", json_object_new_int64(sqlite3_column_int64(st, 2)));
+        json_object_object_add(o, "created_at", util_json_time(sqlite3_column_int64(st, 2)));
         const unsigned char *src = sqlite3_column_text(st, 3);
         json_object_object_add(o, "source", json_object_new_string(src ? (const char *)src : ""));
         json_object_array_add(arr, o);

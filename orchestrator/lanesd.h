@@ -167,6 +167,8 @@ int util_mkdir_p(const char *path, unsigned mode);
 int util_rm_rf(const char *path);
 /* base64 (standard alphabet, padded). Returns malloc'd NUL-terminated text. */
 char *util_base64_encode(const uint8_t *data, size_t len);
+/* RFC 3339 UTC timestamp as a JSON string; NULL (JSON null) for 0. */
+json_object *util_json_time(int64_t unix_seconds);
 void util_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Read /proc/PID/stat start time; 0 if the process does not exist. */
 uint64_t util_proc_start_time(pid_t pid);

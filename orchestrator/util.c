@@ -213,3 +213,15 @@ int util_proc_comm_is(pid_t pid, const char *name)
         buf[n - 1] = '\0';
     return strcmp(buf, name) == 0;
 }
+
+json_object *util_json_time(int64_t unix_seconds)
+{
+    if (unix_seconds <= 0)
+        return NULL;
+    char buf[32];
+    time_t t = (time_t)unix_seconds;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return json_object_new_string(buf);
+}

@@ -145,8 +145,8 @@ json_object *vm_lane_json(const lane_rt_t *l)
     json_object_object_add(o, "memory_mib", json_object_new_int(l->memory_mib));
     json_object_object_add(o, "disk_gib", json_object_new_int(l->disk_gib));
     json_object_object_add(o, "accel", l->accel[0] ? json_object_new_string(l->accel) : NULL);
-    json_object_object_add(o, "created_at", json_object_new_int64(l->created_at));
-    json_object_object_add(o, "booted_at", l->booted_at ? json_object_new_int64(l->booted_at) : NULL);
+    json_object_object_add(o, "created_at", util_json_time(l->created_at));
+    json_object_object_add(o, "booted_at", util_json_time(l->booted_at));
     json_object_object_add(o, "pid", l->qemu.pid > 0 ? json_object_new_int(l->qemu.pid) : NULL);
     json_object_object_add(o, "agent_ready", json_object_new_boolean(l->agent && agent_is_ready(l->agent)));
     char path[600];
