@@ -738,6 +738,10 @@ static int qemu_argv(lane_rt_t *l, char **argv, int max, char *buf, size_t bufle
     ARG("virtserialport,chardev=ctl,name=org.lanes.ctl.0");
     ARG("-qmp");
     ARG("unix:%s/qmp.sock,server=on,wait=off", l->dir);
+    /* The guest runs untrusted code: confine QEMU with its seccomp policy
+     * (no obsolete syscalls, no privilege changes, no spawning). */
+    ARG("-sandbox");
+    ARG("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
 #undef ARG
     argv[n] = NULL;
     return n;
