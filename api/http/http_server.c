@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "http_route.h"
+#include "http_ws.h"
 
 #define READ_CHUNK (64 * 1024)
 #define MAX_HEADERS 100
@@ -52,7 +53,13 @@ struct http_server {
     uv_loop_t *loop;
     http_server_opts_t opts;
     uv_pipe_t listener;
+    uv_tcp_t tcp_listener;
     bool listening;
+    bool tcp_listening;
+    int listeners_open;  /* listener handles not yet closed */
+    http_auth_fn auth;
+    void *auth_ud;
+    uint64_t status_counts[600]; /* responses sent, by status code */
     bool closing;
     bool listener_closed;
     http_route_t *routes;
@@ -65,8 +72,15 @@ struct http_server {
 
 struct conn {
     http_server_t *srv;
-    uv_pipe_t pipe;
+    union {
+        uv_pipe_t pipe;
+        uv_tcp_t tcp;
+        uv_stream_t stream;
+        uv_handle_t handle;
+    } io;
+    bool tcp;            /* accepted from the TCP listener */
     uv_timer_t timer;
+    http_ws_t *ws;       /* set once the connection switched to WebSocket */
     int open_handles;
     bool closing;
     bool reading;
@@ -110,6 +124,7 @@ struct http_req {
     const char *early_code;
     char early_msg[400];
     unsigned short http_major, http_minor;
+    bool tcp;                  /* arrived over the TCP listener */
     bool keep_alive;           /* as the client asked */
     bool resp_keep_alive;      /* as announced in our response */
     bool headers_done, message_done, ready, dispatched;
@@ -130,6 +145,7 @@ typedef struct {
     uv_write_t w;
     conn_t *conn;
     http_req_t *req;     /* NULL for writes not tied to a request */
+    http_ws_t *ws;       /* WebSocket frame writes (pending accounting) */
     size_t len;
     bool final;
     bool close_after;
@@ -149,6 +165,7 @@ const char *http_status_text(int status)
 {
     switch (status) {
     case 100: return "Continue";
+    case 101: return "Switching Protocols";
     case 200: return "OK";
     case 201: return "Created";
     case 202: return "Accepted";
@@ -169,6 +186,7 @@ const char *http_status_text(int status)
     case 413: return "Payload Too Large";
     case 415: return "Unsupported Media Type";
     case 422: return "Unprocessable Entity";
+    case 426: return "Upgrade Required";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
@@ -201,6 +219,7 @@ static http_req_t *req_new(conn_t *c)
     if (!req)
         return NULL;
     req->conn = c;
+    req->tcp = c->tcp;
     req->max_body = c->srv->opts.max_body;
     req->json_depth = c->srv->opts.max_json_depth;
     req->method = "";
@@ -232,15 +251,24 @@ static void req_maybe_free(http_req_t *req)
 /* ---- writing -------------------------------------------------------------------- */
 
 static void response_done(http_req_t *req);
+static void ws_wrote(http_ws_t *ws, size_t len, bool closing);
 
 static void on_write(uv_write_t *w, int status)
 {
     wreq_t *wr = (wreq_t *)w;
     conn_t *c = wr->conn;
     http_req_t *req = wr->req;
+    http_ws_t *ws = wr->ws;
     bool final = wr->final, close_after = wr->close_after;
     size_t len = wr->len;
     free(wr);
+
+    if (ws) {
+        ws_wrote(ws, len, status < 0 || close_after);
+        if (status < 0 || close_after)
+            conn_close(c);
+        return;
+    }
 
     if (req) {
         req->writes_inflight--;
@@ -275,6 +303,7 @@ static int conn_write(conn_t *c, http_req_t *req, const void *head, size_t hlen,
     wr->len = total;
     wr->final = final;
     wr->close_after = false;
+    wr->ws = NULL;
     if (hlen)
         memcpy(wr->data, head, hlen);
     if (len)
@@ -282,7 +311,7 @@ static int conn_write(conn_t *c, http_req_t *req, const void *head, size_t hlen,
     if (tlen)
         memcpy(wr->data + hlen + len, tail, tlen);
     uv_buf_t buf = uv_buf_init(wr->data, (unsigned)total);
-    int r = uv_write(&wr->w, (uv_stream_t *)&c->pipe, &buf, 1, on_write);
+    int r = uv_write(&wr->w, &c->io.stream, &buf, 1, on_write);
     if (r < 0) {
         free(wr);
         conn_close(c);
@@ -299,6 +328,8 @@ static int conn_write(conn_t *c, http_req_t *req, const void *head, size_t hlen,
 static char *req_format_head(http_req_t *req, int status, const char *ctype, long long content_length,
                              bool chunked, const char *extra, size_t *out_len)
 {
+    if (status >= 100 && status < 600)
+        req->conn->srv->status_counts[status]++;
     req->resp_keep_alive = req->keep_alive && req->message_done && !req->conn->stop_parsing &&
                            !req->conn->srv->closing && !req->conn->peer_eof;
     if (req->streaming && !chunked)
@@ -562,6 +593,11 @@ const char *http_req_query(const http_req_t *req, const char *name)
 const char *http_req_header(const http_req_t *req, const char *name)
 {
     return kv_find(req->headers, req->nheaders, name, true);
+}
+
+int http_req_is_tcp(const http_req_t *req)
+{
+    return req->tcp;
 }
 
 const uint8_t *http_req_body(const http_req_t *req, size_t *len)
@@ -908,14 +944,425 @@ static const http_parser_settings parser_settings = {
     .on_message_complete = on_message_complete,
 };
 
+/* ---- WebSocket ----------------------------------------------------------------------
+ *
+ * After http_req_websocket_accept() the connection's input buffer carries
+ * frames. ws_process() consumes it incrementally: a header once it is
+ * complete, then payload bytes as they arrive (unmasked straight into the
+ * control-frame buffer or the message being reassembled), so a partial frame
+ * never needs more than WS_MAX_HEADER bytes of the input buffer. Limits are
+ * checked from the header, before any payload is read.
+ */
+
+#define WS_CLOSE_TIMEOUT_MS 5000
+
+struct http_ws {
+    conn_t *conn;
+    http_ws_callbacks_t cb;
+    void *ud;
+    size_t max_message;
+    bool have_hdr;           /* hdr parsed, payload_off bytes of it read */
+    ws_frame_hdr_t hdr;
+    uint64_t payload_off;
+    uint8_t ctrl[125];
+    bool in_message;         /* a fragmented message is being reassembled */
+    int msg_type;
+    uint8_t *msg;
+    size_t msg_len, msg_cap;
+    size_t pending;          /* bytes queued to the socket */
+    bool paused, failed, close_sent, close_received, closed_cb;
+    int close_code;
+    char close_reason[124];
+};
+
+/* Queue one frame; close_after closes the connection once it is written. */
+static int ws_send_frame(http_ws_t *ws, uint8_t opcode, const void *data, size_t len, bool close_after)
+{
+    conn_t *c = ws->conn;
+    if (!c || c->closing)
+        return -EPIPE;
+    uint8_t head[WS_MAX_HEADER];
+    size_t hlen = ws_frame_header_encode(head, true, opcode, len);
+    wreq_t *wr = malloc(sizeof(*wr) + hlen + len);
+    if (!wr)
+        return -ENOMEM;
+    memset(wr, 0, sizeof(*wr));
+    wr->conn = c;
+    wr->ws = ws;
+    wr->len = hlen + len;
+    wr->close_after = close_after;
+    memcpy(wr->data, head, hlen);
+    if (len)
+        memcpy(wr->data + hlen, data, len);
+    uv_buf_t buf = uv_buf_init(wr->data, (unsigned)(hlen + len));
+    if (uv_write(&wr->w, &c->io.stream, &buf, 1, on_write) < 0) {
+        free(wr);
+        conn_close(c);
+        return -EPIPE;
+    }
+    ws->pending += hlen + len;
+    return 0;
+}
+
+static void ws_wrote(http_ws_t *ws, size_t len, bool closing)
+{
+    ws->pending -= len;
+    if (!closing && ws->pending == 0 && ws->cb.on_drain && !ws->closed_cb && ws->conn &&
+        !ws->conn->closing && !ws->close_sent)
+        ws->cb.on_drain(ws, ws->ud);
+}
+
+/* Send a close frame with code (omitted for 1005) and reason. */
+static void ws_send_close(http_ws_t *ws, int code, const char *reason, bool close_after)
+{
+    uint8_t payload[125];
+    size_t n = 0;
+    if (code != 1005) {
+        payload[0] = (uint8_t)(code >> 8);
+        payload[1] = (uint8_t)code;
+        n = 2;
+        size_t rl = reason ? strlen(reason) : 0;
+        if (rl > sizeof(payload) - 2)
+            rl = sizeof(payload) - 2;
+        if (rl)
+            memcpy(payload + 2, reason, rl);
+        n += rl;
+    }
+    ws->close_sent = true;
+    ws_send_frame(ws, WS_OP_CLOSE, payload, n, close_after);
+}
+
+/* Protocol violation or limit: close with code, then drop the connection. */
+static void ws_fail(http_ws_t *ws, int code, const char *reason)
+{
+    if (ws->failed)
+        return;
+    ws->failed = true;
+    ws->close_code = code;
+    snprintf(ws->close_reason, sizeof(ws->close_reason), "%s", reason);
+    if (!ws->close_sent)
+        ws_send_close(ws, code, reason, true);
+    else if (ws->conn)
+        conn_close(ws->conn);
+}
+
+/* Validate a just-parsed header; false if the connection was failed. */
+static bool ws_check_header(http_ws_t *ws)
+{
+    const ws_frame_hdr_t *h = &ws->hdr;
+    if (h->rsv) {
+        ws_fail(ws, 1002, "reserved bits set");
+        return false;
+    }
+    if (!h->masked) {
+        ws_fail(ws, 1002, "client frames must be masked");
+        return false;
+    }
+    if (h->opcode >= 8) {
+        if (h->opcode != WS_OP_CLOSE && h->opcode != WS_OP_PING && h->opcode != WS_OP_PONG) {
+            ws_fail(ws, 1002, "unknown control opcode");
+            return false;
+        }
+        if (!h->fin || h->len > 125) {
+            ws_fail(ws, 1002, "fragmented or oversized control frame");
+            return false;
+        }
+        return true;
+    }
+    if (h->opcode == WS_OP_CONT) {
+        if (!ws->in_message) {
+            ws_fail(ws, 1002, "continuation without a message");
+            return false;
+        }
+    } else if (h->opcode == WS_OP_TEXT || h->opcode == WS_OP_BINARY) {
+        if (ws->in_message) {
+            ws_fail(ws, 1002, "new message inside a fragmented one");
+            return false;
+        }
+        ws->in_message = true;
+        ws->msg_type = h->opcode;
+        ws->msg_len = 0;
+    } else {
+        ws_fail(ws, 1002, "unknown data opcode");
+        return false;
+    }
+    if (h->len > ws->max_message - ws->msg_len) {
+        ws_fail(ws, 1009, "message too big");
+        return false;
+    }
+    size_t need = ws->msg_len + (size_t)h->len;
+    if (need > ws->msg_cap) {
+        size_t cap = ws->msg_cap ? ws->msg_cap : 4096;
+        while (cap < need)
+            cap *= 2;
+        if (cap > ws->max_message)
+            cap = ws->max_message;
+        uint8_t *m = realloc(ws->msg, cap);
+        if (!m) {
+            ws_fail(ws, 1011, "out of memory");
+            return false;
+        }
+        ws->msg = m;
+        ws->msg_cap = cap;
+    }
+    return true;
+}
+
+/* A whole frame (header + payload) has been read. */
+static void ws_frame_done(http_ws_t *ws)
+{
+    const ws_frame_hdr_t *h = &ws->hdr;
+    size_t n = (size_t)h->len;
+    switch (h->opcode) {
+    case WS_OP_PING:
+        if (!ws->close_sent)
+            ws_send_frame(ws, WS_OP_PONG, ws->ctrl, n, false);
+        return;
+    case WS_OP_PONG:
+        return;
+    case WS_OP_CLOSE: {
+        int code = 1005;
+        if (n == 1) {
+            ws_fail(ws, 1002, "close frame with a 1-byte payload");
+            return;
+        }
+        if (n >= 2) {
+            code = (ws->ctrl[0] << 8) | ws->ctrl[1];
+            if (!ws_close_code_valid((unsigned)code)) {
+                ws_fail(ws, 1002, "invalid close code");
+                return;
+            }
+            if (!ws_utf8_valid(ws->ctrl + 2, n - 2)) {
+                ws_fail(ws, 1007, "close reason is not UTF-8");
+                return;
+            }
+        }
+        ws->close_received = true;
+        ws->close_code = code;
+        snprintf(ws->close_reason, sizeof(ws->close_reason), "%.*s", n >= 2 ? (int)(n - 2) : 0,
+                 (const char *)ws->ctrl + 2);
+        if (!ws->close_sent)
+            ws_send_close(ws, code, NULL, true); /* echo, then the server closes TCP */
+        else
+            conn_close(ws->conn);
+        return;
+    }
+    default:
+        break;
+    }
+    if (!h->fin)
+        return;
+    ws->in_message = false;
+    if (ws->msg_type == WS_OP_TEXT && !ws_utf8_valid(ws->msg, ws->msg_len)) {
+        ws_fail(ws, 1007, "text message is not UTF-8");
+        return;
+    }
+    size_t len = ws->msg_len;
+    ws->msg_len = 0;
+    if (ws->cb.on_message && !ws->close_sent)
+        ws->cb.on_message(ws, ws->msg_type == WS_OP_TEXT ? HTTP_WS_TEXT : HTTP_WS_BINARY,
+                          ws->msg ? ws->msg : (const uint8_t *)"", len, ws->ud);
+    /* Do not keep a large reassembly buffer around between messages. */
+    if (ws->msg_cap > 64 * 1024 && !ws->in_message) {
+        free(ws->msg);
+        ws->msg = NULL;
+        ws->msg_cap = 0;
+    }
+}
+
+static void ws_process(conn_t *c)
+{
+    http_ws_t *ws = c->ws;
+    for (;;) {
+        if (c->closing || ws->paused || ws->failed || ws->close_received)
+            return;
+        size_t avail = c->in_len - c->in_off;
+        uint8_t *p = (uint8_t *)c->in + c->in_off;
+        if (!ws->have_hdr) {
+            int r = ws_frame_header_parse(p, avail, &ws->hdr);
+            if (r == 0)
+                return;
+            if (r < 0) {
+                ws_fail(ws, 1002, "bad frame length");
+                return;
+            }
+            c->in_off += (size_t)r;
+            ws->have_hdr = true;
+            ws->payload_off = 0;
+            if (!ws_check_header(ws))
+                return;
+            continue;
+        }
+        uint64_t left = ws->hdr.len - ws->payload_off;
+        size_t take = avail < left ? avail : (size_t)left;
+        if (take) {
+            uint8_t *dst = ws->hdr.opcode >= 8 ? ws->ctrl + ws->payload_off : ws->msg + ws->msg_len;
+            memcpy(dst, p, take);
+            ws_unmask(dst, take, ws->hdr.mask, ws->payload_off);
+            ws->payload_off += take;
+            if (ws->hdr.opcode < 8)
+                ws->msg_len += take;
+            c->in_off += take;
+        }
+        if (ws->payload_off < ws->hdr.len)
+            return; /* need more bytes */
+        ws->have_hdr = false;
+        ws_frame_done(ws);
+    }
+}
+
+static void ws_kick(uv_timer_t *t)
+{
+    conn_process(t->data);
+}
+
+int http_req_is_websocket(const http_req_t *req)
+{
+    const char *up = http_req_header(req, "Upgrade");
+    return up && strcasecmp(up, "websocket") == 0;
+}
+
+/* Does a comma-separated header value contain token (case-insensitive)? */
+static bool header_has_token(const char *value, const char *token)
+{
+    size_t tl = strlen(token);
+    const char *p = value;
+    while (p && *p) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        size_t n = strcspn(p, ",");
+        size_t m = n;
+        while (m && (p[m - 1] == ' ' || p[m - 1] == '\t'))
+            m--;
+        if (m == tl && strncasecmp(p, token, tl) == 0)
+            return true;
+        p += n;
+    }
+    return false;
+}
+
+http_ws_t *http_req_websocket_accept(http_req_t *req, const http_ws_callbacks_t *cb, void *ud)
+{
+    if (req->handler_done || req->head_sent)
+        return NULL;
+    conn_t *c = req->conn;
+    const char *connhdr = http_req_header(req, "Connection");
+    const char *key = http_req_header(req, "Sec-WebSocket-Key");
+    const char *ver = http_req_header(req, "Sec-WebSocket-Version");
+    char accept[29];
+    if (strcmp(req->method, "GET") != 0 || !http_req_is_websocket(req) || !connhdr ||
+        !header_has_token(connhdr, "upgrade") || !key) {
+        req_respond_error_internal(req, 400, "bad_request", "this route needs a WebSocket upgrade request");
+        return NULL;
+    }
+    if (!ver || strcmp(ver, "13") != 0) {
+        http_req_add_header(req, "Sec-WebSocket-Version", "13");
+        req_respond_error_internal(req, 426, "upgrade_required", "only WebSocket version 13 is supported");
+        return NULL;
+    }
+    if (ws_accept_key(key, accept) < 0) {
+        req_respond_error_internal(req, 400, "bad_request", "malformed Sec-WebSocket-Key");
+        return NULL;
+    }
+    if (!c || req->closed || c->closing) {
+        req_release(req);
+        return NULL;
+    }
+    http_ws_t *ws = calloc(1, sizeof(*ws));
+    char head[256];
+    int hn = snprintf(head, sizeof(head),
+                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      "Sec-WebSocket-Accept: %s\r\n",
+                      accept);
+    if (!ws) {
+        req_respond_error_internal(req, 500, "internal", "out of memory");
+        return NULL;
+    }
+    ws->conn = c;
+    ws->cb = *cb;
+    ws->ud = ud;
+    ws->max_message = c->srv->opts.max_ws_message;
+    /* The request is consumed: it stays attached to the connection (so its
+     * params remain readable) and is freed with it. */
+    req->handler_done = true;
+    req->head_sent = true;
+    req->response_complete = true;
+    c->srv->status_counts[101]++;
+    c->ws = ws;
+    if (conn_write(c, NULL, head, (size_t)hn, req->resp_headers, req->resp_headers_len, "\r\n", 2, false) < 0)
+        return ws; /* the connection is closing: on_close follows */
+    /* Bytes that followed the request are frames: process them once the
+     * handler has returned and stored ws. */
+    uv_timer_start(&c->timer, ws_kick, 0, 0);
+    conn_update_io(c);
+    return ws;
+}
+
+static int ws_send_data(http_ws_t *ws, uint8_t opcode, const void *data, size_t len)
+{
+    if (ws->close_sent || ws->failed || ws->closed_cb)
+        return -EPIPE;
+    return ws_send_frame(ws, opcode, data, len, false);
+}
+
+int http_ws_send_text(http_ws_t *ws, const char *text, size_t len)
+{
+    if (!ws_utf8_valid((const uint8_t *)text, len))
+        return -EILSEQ;
+    return ws_send_data(ws, WS_OP_TEXT, text, len);
+}
+
+int http_ws_send_binary(http_ws_t *ws, const void *data, size_t len)
+{
+    return ws_send_data(ws, WS_OP_BINARY, data, len);
+}
+
+size_t http_ws_pending(const http_ws_t *ws)
+{
+    return ws->pending;
+}
+
+void http_ws_pause(http_ws_t *ws)
+{
+    if (ws->paused)
+        return;
+    ws->paused = true;
+    if (ws->conn && !ws->conn->closing)
+        conn_update_io(ws->conn);
+}
+
+void http_ws_resume(http_ws_t *ws)
+{
+    if (!ws->paused)
+        return;
+    ws->paused = false;
+    if (ws->conn && !ws->conn->closing)
+        conn_process(ws->conn);
+}
+
+void http_ws_close(http_ws_t *ws, int code, const char *reason)
+{
+    conn_t *c = ws->conn;
+    if (!c || c->closing || ws->close_sent || ws->failed)
+        return;
+    if (code < 1000 || code > 4999)
+        code = 1000;
+    ws->close_code = code;
+    snprintf(ws->close_reason, sizeof(ws->close_reason), "%s", reason ? reason : "");
+    ws_send_close(ws, code, reason, ws->close_received);
+    c->deadline = uv_now(c->srv->loop) + WS_CLOSE_TIMEOUT_MS;
+    conn_update_io(c);
+}
+
 /* ---- connection driving -------------------------------------------------------------- */
 
 static void req_dispatch(http_req_t *req)
 {
     req->dispatched = true;
+    http_server_t *srv = req->conn->srv;
     if (req->early_status)
         req_respond_error_internal(req, req->early_status, req->early_code, req->early_msg);
-    else
+    else if (!srv->auth || srv->auth(req, srv->auth_ud) == 0)
         req->route->fn(req, req->route->ctx);
 }
 
@@ -955,6 +1402,17 @@ static void conn_process(conn_t *c)
         return;
     }
     c->in_process = true;
+    if (c->ws) {
+        do {
+            c->reprocess = false;
+            ws_process(c);
+        } while (c->reprocess && !c->closing);
+        c->in_process = false;
+        if (c->in_off == c->in_len)
+            c->in_off = c->in_len = 0;
+        conn_update_io(c);
+        return;
+    }
     do {
         c->reprocess = false;
         while (c->in_off < c->in_len && !conn_parse_blocked(c)) {
@@ -994,7 +1452,7 @@ static void on_timeout(uv_timer_t *t)
     http_req_t *req = c->req;
     if (req && !req->dispatched && !req->head_sent) {
         conn_fatal(c, 408, "timeout", "request not received in time");
-        uv_read_stop((uv_stream_t *)&c->pipe);
+        uv_read_stop(&c->io.stream);
         c->reading = false;
         return;
     }
@@ -1006,15 +1464,31 @@ static void conn_update_io(conn_t *c)
 {
     if (c->closing)
         return;
+    if (c->ws) {
+        http_ws_t *ws = c->ws;
+        bool want = !ws->paused && !ws->failed && !ws->close_received && !c->peer_eof;
+        if (want && !c->reading) {
+            if (uv_read_start(&c->io.stream, on_alloc, on_read) == 0)
+                c->reading = true;
+        } else if (!want && c->reading) {
+            uv_read_stop(&c->io.stream);
+            c->reading = false;
+        }
+        if (ws->close_sent) {
+            uint64_t now = uv_now(c->srv->loop);
+            uv_timer_start(&c->timer, on_timeout, c->deadline > now ? c->deadline - now : 0, 0);
+        }
+        return;
+    }
     http_req_t *req = c->req;
     size_t buffered = c->in_len - c->in_off;
     bool want = !c->stop_parsing && !c->peer_eof && !(req && req->body_paused) &&
                 buffered < c->srv->opts.max_header + READ_CHUNK;
     if (want && !c->reading) {
-        if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) == 0)
+        if (uv_read_start(&c->io.stream, on_alloc, on_read) == 0)
             c->reading = true;
     } else if (!want && c->reading) {
-        uv_read_stop((uv_stream_t *)&c->pipe);
+        uv_read_stop(&c->io.stream);
         c->reading = false;
     }
 
@@ -1061,7 +1535,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static bool peer_hung_up(conn_t *c)
 {
     uv_os_fd_t fd;
-    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) < 0)
+    if (uv_fileno(&c->io.handle, &fd) < 0)
         return true;
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
     int r;
@@ -1146,6 +1620,10 @@ static void conn_handle_closed(uv_handle_t *h)
     if (c->next)
         c->next->prev = c->prev;
     srv->nconns--;
+    if (c->ws) {
+        free(c->ws->msg);
+        free(c->ws);
+    }
     free(c->in);
     free(c);
     server_maybe_finish(srv);
@@ -1156,28 +1634,37 @@ static void conn_close(conn_t *c)
     if (c->closing)
         return;
     c->closing = true;
+    http_ws_t *ws = c->ws;
+    if (ws && !ws->closed_cb) {
+        ws->closed_cb = true;
+        int code = ws->close_code ? ws->close_code : 1006;
+        if (ws->cb.on_close)
+            ws->cb.on_close(ws, code, ws->close_reason, ws->ud);
+    }
     http_req_t *req = c->req;
     if (req && !req->response_complete && !req->closed) {
         req->closed = true;
         if (req->dispatched && !req->handler_done && req->on_close)
             req->on_close(req, req->on_close_ud);
     }
-    uv_close((uv_handle_t *)&c->pipe, conn_handle_closed);
+    uv_close(&c->io.handle, conn_handle_closed);
     uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
 }
 
-static void on_connection(uv_stream_t *listener, int status)
+/* A new connection object with its handles initialised (not yet reading). */
+static conn_t *conn_new(http_server_t *srv, bool tcp)
 {
-    http_server_t *srv = listener->data;
-    if (status < 0 || srv->closing)
-        return;
     conn_t *c = calloc(1, sizeof(*c));
     if (!c)
-        return;
+        return NULL;
     c->srv = srv;
-    uv_pipe_init(srv->loop, &c->pipe, 0);
+    c->tcp = tcp;
+    if (tcp)
+        uv_tcp_init(srv->loop, &c->io.tcp);
+    else
+        uv_pipe_init(srv->loop, &c->io.pipe, 0);
     uv_timer_init(srv->loop, &c->timer);
-    c->pipe.data = c;
+    c->io.handle.data = c;
     c->timer.data = c;
     c->open_handles = 2;
     c->parser.data = c;
@@ -1187,10 +1674,13 @@ static void on_connection(uv_stream_t *listener, int status)
         srv->conns->prev = c;
     srv->conns = c;
     srv->nconns++;
-    if (uv_accept(listener, (uv_stream_t *)&c->pipe) < 0) {
-        conn_close(c);
-        return;
-    }
+    return c;
+}
+
+/* The socket is attached: answer 503 over the cap, else start reading. */
+static void conn_start(conn_t *c)
+{
+    http_server_t *srv = c->srv;
     if (srv->nconns > srv->opts.max_connections) {
 #define BUSY_BODY "{\"error\":{\"code\":\"busy\",\"message\":\"too many connections\"}}"
         static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
@@ -1198,6 +1688,7 @@ static void on_connection(uv_stream_t *listener, int status)
                                    "Content-Length: 58\r\n\r\n" BUSY_BODY;
         _Static_assert(sizeof(BUSY_BODY) - 1 == 58, "busy body length");
         c->stop_parsing = true;
+        srv->status_counts[503]++;
         wreq_t *wr = calloc(1, sizeof(*wr));
         if (!wr) {
             conn_close(c);
@@ -1206,7 +1697,7 @@ static void on_connection(uv_stream_t *listener, int status)
         wr->conn = c;
         wr->close_after = true;
         uv_buf_t b = uv_buf_init((char *)busy, sizeof(busy) - 1);
-        if (uv_write(&wr->w, (uv_stream_t *)&c->pipe, &b, 1, on_write) < 0) {
+        if (uv_write(&wr->w, &c->io.stream, &b, 1, on_write) < 0) {
             free(wr);
             conn_close(c);
         }
@@ -1214,6 +1705,42 @@ static void on_connection(uv_stream_t *listener, int status)
     }
     c->deadline = uv_now(srv->loop) + srv->opts.idle_timeout_ms;
     conn_update_io(c);
+}
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    http_server_t *srv = listener->data;
+    if (status < 0 || srv->closing)
+        return;
+    conn_t *c = conn_new(srv, listener->type == UV_TCP);
+    if (!c)
+        return;
+    if (uv_accept(listener, &c->io.stream) < 0) {
+        conn_close(c);
+        return;
+    }
+    conn_start(c);
+}
+
+int http_server_serve_fd(http_server_t *srv, int fd)
+{
+    if (srv->closing) {
+        close(fd);
+        return -ESHUTDOWN;
+    }
+    conn_t *c = conn_new(srv, false);
+    if (!c) {
+        close(fd);
+        return -ENOMEM;
+    }
+    int r = uv_pipe_open(&c->io.pipe, fd);
+    if (r < 0) {
+        close(fd);
+        conn_close(c);
+        return r;
+    }
+    conn_start(c);
+    return 0;
 }
 
 /* ---- server ----------------------------------------------------------------------- */
@@ -1237,11 +1764,14 @@ http_server_t *http_server_new(uv_loop_t *loop, const http_server_opts_t *opts)
     if (srv->opts.max_connections <= 0)
         srv->opts.max_connections = 256;
     srv->routes_tail = &srv->routes;
+    if (!srv->opts.max_ws_message)
+        srv->opts.max_ws_message = 1024 * 1024;
     if (uv_pipe_init(loop, &srv->listener, 0) < 0) {
         free(srv);
         return NULL;
     }
     srv->listener.data = srv;
+    srv->listeners_open = 1;
     struct sigaction sa;
     if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
         signal(SIGPIPE, SIG_IGN);
@@ -1322,9 +1852,52 @@ int http_server_listen_unix(http_server_t *srv, const char *path, unsigned mode)
     return 0;
 }
 
+int http_server_listen_tcp(http_server_t *srv, const char *host, int port)
+{
+    if (srv->tcp_listening)
+        return -EALREADY;
+    if (port < 1 || port > 65535)
+        return -EINVAL;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0)
+        return -EINVAL;
+    int r = uv_tcp_init(srv->loop, &srv->tcp_listener);
+    if (r < 0)
+        return r;
+    srv->tcp_listener.data = srv;
+    srv->tcp_listening = true; /* the handle exists: closed with the server */
+    srv->listeners_open++;
+    r = uv_tcp_bind(&srv->tcp_listener, (const struct sockaddr *)&ss, 0);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)&srv->tcp_listener, 128, on_connection);
+    return r;
+}
+
+void http_server_set_auth(http_server_t *srv, http_auth_fn fn, void *ud)
+{
+    srv->auth = fn;
+    srv->auth_ud = ud;
+}
+
+size_t http_server_status_counts(const http_server_t *srv, int *codes, uint64_t *counts, size_t max)
+{
+    size_t n = 0;
+    for (int i = 100; i < 600 && n < max; i++) {
+        if (!srv->status_counts[i])
+            continue;
+        codes[n] = i;
+        counts[n++] = srv->status_counts[i];
+    }
+    return n;
+}
+
 static void on_listener_closed(uv_handle_t *h)
 {
     http_server_t *srv = h->data;
+    if (--srv->listeners_open > 0)
+        return;
     srv->listener_closed = true;
     server_maybe_finish(srv);
 }
@@ -1339,4 +1912,6 @@ void http_server_close(http_server_t *srv, void (*cb)(void *), void *ud)
     for (conn_t *c = srv->conns; c; c = c->next)
         conn_close(c);
     uv_close((uv_handle_t *)&srv->listener, on_listener_closed);
+    if (srv->tcp_listening)
+        uv_close((uv_handle_t *)&srv->tcp_listener, on_listener_closed);
 }

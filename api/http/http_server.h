@@ -42,6 +42,7 @@ typedef struct {
     int max_json_depth;      /* default 32 */
     uint64_t idle_timeout_ms;/* header/body read timeout; default 30000 */
     int max_connections;     /* default 256 */
+    size_t max_ws_message;   /* bytes of one (reassembled) WebSocket message; default 1 MiB */
 } http_server_opts_t;
 
 enum http_route_flags {
@@ -54,6 +55,21 @@ http_server_t *http_server_new(uv_loop_t *loop, const http_server_opts_t *opts);
 /* Listen on a unix socket created with the given mode (e.g. 0600); an old
  * socket file at path is replaced. Returns 0 or negative errno. */
 int http_server_listen_unix(http_server_t *srv, const char *path, unsigned mode);
+/* Also listen on TCP host:port (numeric IPv4/IPv6 address). Requests that
+ * arrive over TCP report http_req_is_tcp() == 1; pair this with an auth
+ * hook. Returns 0 or negative errno. */
+int http_server_listen_tcp(http_server_t *srv, const char *host, int port);
+/* Serve one already-connected stream socket (takes ownership of fd, also on
+ * failure). Used by tests and the fuzzer. Returns 0 or negative errno. */
+int http_server_serve_fd(http_server_t *srv, int fd);
+/* Called for every routed request right before its handler. Return 0 to
+ * let the handler run; otherwise the hook has answered the request itself
+ * (e.g. 401/403) and the handler is skipped. */
+typedef int (*http_auth_fn)(http_req_t *req, void *ud);
+void http_server_set_auth(http_server_t *srv, http_auth_fn fn, void *ud);
+/* Responses sent so far, by status: fills up to max (code, count) pairs for
+ * the codes seen (in ascending order) and returns how many. */
+size_t http_server_status_counts(const http_server_t *srv, int *codes, uint64_t *counts, size_t max);
 int http_server_route(http_server_t *srv, const char *method, const char *pattern, unsigned flags,
                       http_handler_fn fn, void *ctx);
 /* Stop accepting, close all connections, free. cb may be NULL. */
@@ -65,6 +81,8 @@ const char *http_req_path(const http_req_t *req);          /* decoded path, no q
 const char *http_req_param(const http_req_t *req, const char *name);  /* route {param} */
 const char *http_req_query(const http_req_t *req, const char *name);  /* decoded, NULL if absent */
 const char *http_req_header(const http_req_t *req, const char *name); /* case-insensitive */
+/* 1 if the request came in over the TCP listener, 0 for the unix socket. */
+int http_req_is_tcp(const http_req_t *req);
 /* Buffered body (non-streaming routes). */
 const uint8_t *http_req_body(const http_req_t *req, size_t *len);
 /* Parse the buffered body as a JSON object. On failure responds 400 itself
@@ -110,6 +128,49 @@ size_t http_req_stream_pending(const http_req_t *req);
 /* Called whenever pending drops to 0 after having been > 0. */
 void http_req_on_drain(http_req_t *req, void (*cb)(http_req_t *req, void *ud), void *ud);
 void http_req_stream_end(http_req_t *req);
+
+/* ---- WebSocket (RFC 6455, server side) -------------------------------------------
+ *
+ * A handler upgrades its request with http_req_websocket_accept(). After
+ * that the request is consumed (no respond_* call), and the connection
+ * carries WebSocket frames until on_close. Incoming messages are delivered
+ * whole (fragments reassembled, at most max_ws_message bytes, else the
+ * connection is closed with 1009); client frames must be masked (else 1002);
+ * text messages and close reasons must be valid UTF-8 (else 1007). Pings are
+ * answered with pongs by the library.
+ *
+ * Lifetime: the http_ws_t is valid until on_close has returned; on_close is
+ * called exactly once (peer's close, http_ws_close() completed, protocol
+ * error, disconnect, or server shutdown). Sending from on_close fails with
+ * -EPIPE. */
+typedef struct http_ws http_ws_t;
+enum { HTTP_WS_TEXT = 1, HTTP_WS_BINARY = 2 };
+typedef struct {
+    void (*on_message)(http_ws_t *ws, int type, const uint8_t *data, size_t len, void *ud);
+    /* code: the peer's close code, ours, 1005 if none was given, 1006 if the
+     * connection dropped without a close frame. */
+    void (*on_close)(http_ws_t *ws, int code, const char *reason, void *ud);
+    /* Outgoing queue drained to 0 after having been > 0 (may be NULL). */
+    void (*on_drain)(http_ws_t *ws, void *ud);
+} http_ws_callbacks_t;
+/* Does the request ask for a WebSocket upgrade? */
+int http_req_is_websocket(const http_req_t *req);
+/* Answer 101 and switch the connection to WebSocket. On a request that is
+ * not a valid upgrade, responds 400 (or 426 for a wrong version) itself and
+ * returns NULL. */
+http_ws_t *http_req_websocket_accept(http_req_t *req, const http_ws_callbacks_t *cb, void *ud);
+/* Queue one message. 0 or negative errno (-EPIPE once closing/closed,
+ * -EILSEQ for invalid UTF-8 in a text message). */
+int http_ws_send_text(http_ws_t *ws, const char *text, size_t len);
+int http_ws_send_binary(http_ws_t *ws, const void *data, size_t len);
+/* Bytes queued but not yet written to the socket (for backpressure). */
+size_t http_ws_pending(const http_ws_t *ws);
+/* Stop/resume reading (and delivering) incoming frames. */
+void http_ws_pause(http_ws_t *ws);
+void http_ws_resume(http_ws_t *ws);
+/* Start the close handshake (code 1000..4999, reason may be NULL); the
+ * connection closes when the peer answers or after a short timeout. */
+void http_ws_close(http_ws_t *ws, int code, const char *reason);
 
 /* Status text for a code ("Not Found"). */
 const char *http_status_text(int status);

@@ -53,6 +53,9 @@ typedef struct {
     atomic_int slow_answered;
     atomic_int upload_pauses;
     atomic_int big_drains;
+    atomic_int ws_closes;       /* WebSocket on_close callbacks */
+    atomic_int ws_close_code;   /* code of the last one */
+    atomic_size_t ws_max_pending;
 } fixture_t;
 
 /* ---- handlers (loop thread) --------------------------------------------------- */
@@ -303,6 +306,71 @@ static void h_big(http_req_t *req, void *ctx)
     big_pump(req, b);
 }
 
+/* /ws: WebSocket echo. "close" makes the server start the close handshake;
+ * "flood" sends WS_FLOOD bytes in 64 KiB binary messages, queuing more only
+ * while fewer than 256 KiB are pending (on_drain resumes). */
+#define WS_MAX_MSG (64 * 1024)
+#define WS_FLOOD (4 * 1024 * 1024)
+
+typedef struct {
+    fixture_t *fx;
+    size_t flood_sent;
+    bool flooding;
+} ws_state_t;
+
+static void ws_flood_pump(http_ws_t *ws, void *ud)
+{
+    ws_state_t *st = ud;
+    static uint8_t block[64 * 1024];
+    while (st->flooding && st->flood_sent < WS_FLOOD && http_ws_pending(ws) < 256 * 1024) {
+        memset(block, 'A' + (int)((st->flood_sent / sizeof(block)) % 26), sizeof(block));
+        LOOP_CHECK(http_ws_send_binary(ws, block, sizeof(block)) == 0);
+        st->flood_sent += sizeof(block);
+        size_t p = http_ws_pending(ws);
+        if (p > atomic_load(&st->fx->ws_max_pending))
+            atomic_store(&st->fx->ws_max_pending, p);
+    }
+    if (st->flood_sent >= WS_FLOOD)
+        st->flooding = false;
+}
+
+static void ws_on_message(http_ws_t *ws, int type, const uint8_t *data, size_t len, void *ud)
+{
+    ws_state_t *st = ud;
+    if (type == HTTP_WS_TEXT && len == 5 && !memcmp(data, "close", 5)) {
+        http_ws_close(ws, 4000, "bye");
+        LOOP_CHECK(http_ws_send_text(ws, "late", 4) == -EPIPE);
+        return;
+    }
+    if (type == HTTP_WS_TEXT && len == 5 && !memcmp(data, "flood", 5)) {
+        st->flooding = true;
+        ws_flood_pump(ws, st);
+        return;
+    }
+    if (type == HTTP_WS_TEXT)
+        LOOP_CHECK(http_ws_send_text(ws, (const char *)data, len) == 0);
+    else
+        LOOP_CHECK(http_ws_send_binary(ws, data, len) == 0);
+}
+
+static void ws_on_close(http_ws_t *ws, int code, const char *reason, void *ud)
+{
+    ws_state_t *st = ud;
+    LOOP_CHECK(http_ws_send_text(ws, "x", 1) == -EPIPE);
+    atomic_store(&st->fx->ws_close_code, code);
+    atomic_fetch_add(&st->fx->ws_closes, 1);
+    free(st);
+}
+
+static void h_ws(http_req_t *req, void *ctx)
+{
+    static const http_ws_callbacks_t cbs = {ws_on_message, ws_on_close, ws_flood_pump};
+    ws_state_t *st = calloc(1, sizeof(*st));
+    st->fx = ctx;
+    if (!http_req_websocket_accept(req, &cbs, st))
+        free(st);
+}
+
 /* ---- fixture -------------------------------------------------------------------- */
 
 static void *loop_thread(void *arg)
@@ -335,7 +403,8 @@ static int setup(void **state)
 
     assert_int_equal(uv_loop_init(&fx->loop), 0);
     http_server_opts_t opts = {.max_body = MAX_BODY, .max_json_depth = 8,
-                               .idle_timeout_ms = IDLE_MS, .max_connections = MAX_CONNS};
+                               .idle_timeout_ms = IDLE_MS, .max_connections = MAX_CONNS,
+                               .max_ws_message = WS_MAX_MSG};
     fx->srv = http_server_new(&fx->loop, &opts);
     assert_non_null(fx->srv);
     http_server_t *srv = fx->srv;
@@ -350,6 +419,7 @@ static int setup(void **state)
     assert_int_equal(http_server_route(srv, "POST", "/reject", HTTP_ROUTE_STREAM_BODY, h_reject, fx), 0);
     assert_int_equal(http_server_route(srv, "GET", "/slow", 0, h_slow, fx), 0);
     assert_int_equal(http_server_route(srv, "GET", "/big", 0, h_big, fx), 0);
+    assert_int_equal(http_server_route(srv, "GET", "/ws", 0, h_ws, fx), 0);
     assert_int_not_equal(http_server_route(srv, "GET", "/bad/{x", 0, h_hello, fx), 0);
     assert_int_equal(http_server_listen_unix(srv, fx->path, 0600), 0);
 
@@ -1118,6 +1188,301 @@ static void test_listen_errors(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* ---- WebSocket ------------------------------------------------------------------- */
+
+#define WS_REQ(key, ver)                                                                   \
+    "GET /ws HTTP/1.1\r\nHost: l\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n" \
+    "Sec-WebSocket-Key: " key "\r\nSec-WebSocket-Version: " ver "\r\n\r\n"
+
+/* Send one client frame (masked unless mask is false) in a single write. */
+static void ws_frame(client_t *c, bool fin, int op, const void *data, size_t len, bool mask)
+{
+    uint8_t *f = malloc(len + 14);
+    size_t n = 0;
+    f[n++] = (uint8_t)((fin ? 0x80 : 0) | op);
+    uint8_t mbit = mask ? 0x80 : 0;
+    if (len < 126) {
+        f[n++] = (uint8_t)(mbit | len);
+    } else if (len <= 0xffff) {
+        f[n++] = mbit | 126;
+        f[n++] = (uint8_t)(len >> 8);
+        f[n++] = (uint8_t)len;
+    } else {
+        f[n++] = mbit | 127;
+        for (int i = 7; i >= 0; i--)
+            f[n++] = (uint8_t)((uint64_t)len >> (8 * i));
+    }
+    const uint8_t key[4] = {0x37, 0xfa, 0x21, 0x3d};
+    if (mask) {
+        memcpy(f + n, key, 4);
+        n += 4;
+    }
+    for (size_t i = 0; i < len; i++)
+        f[n + i] = ((const uint8_t *)data)[i] ^ (mask ? key[i & 3] : 0);
+    client_send(c, f, n + len);
+    free(f);
+}
+
+/* Read one server frame (payload malloc'd, NUL-terminated); false on EOF. */
+static bool ws_read(client_t *c, int *op, bool *fin, uint8_t **data, size_t *len)
+{
+    uint8_t h[2];
+    if (!client_exact(c, (char *)h, 2))
+        return false;
+    assert_int_equal(h[1] & 0x80, 0); /* server frames are never masked */
+    uint64_t l = h[1] & 0x7f;
+    if (l == 126) {
+        uint8_t e[2];
+        assert_true(client_exact(c, (char *)e, 2));
+        l = ((uint64_t)e[0] << 8) | e[1];
+    } else if (l == 127) {
+        uint8_t e[8];
+        assert_true(client_exact(c, (char *)e, 8));
+        l = 0;
+        for (int i = 0; i < 8; i++)
+            l = (l << 8) | e[i];
+    }
+    *op = h[0] & 0x0f;
+    if (fin)
+        *fin = (h[0] & 0x80) != 0;
+    *data = malloc(l + 1);
+    assert_true(client_exact(c, (char *)*data, l));
+    (*data)[l] = 0;
+    *len = l;
+    return true;
+}
+
+/* Expect a close frame with code, then EOF. */
+static void ws_expect_close(client_t *c, int code)
+{
+    int op;
+    uint8_t *d;
+    size_t n;
+    assert_true(ws_read(c, &op, NULL, &d, &n));
+    assert_int_equal(op, 8);
+    assert_true(n >= 2);
+    assert_int_equal((d[0] << 8) | d[1], code);
+    free(d);
+    char b;
+    assert_false(client_exact(c, &b, 1)); /* the server closed TCP */
+}
+
+static client_t *ws_open(fixture_t *fx)
+{
+    client_t *c = client_open(fx);
+    client_sends(c, WS_REQ("dGhlIHNhbXBsZSBub25jZQ==", "13"));
+    char line[512];
+    assert_true(client_line(c, line, sizeof(line)));
+    assert_string_equal(line, "HTTP/1.1 101 Switching Protocols");
+    bool accept = false, upgrade = false;
+    while (client_line(c, line, sizeof(line)) && line[0]) {
+        /* RFC 6455 section 1.3's worked example. */
+        if (!strcmp(line, "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="))
+            accept = true;
+        if (!strcasecmp(line, "Upgrade: websocket"))
+            upgrade = true;
+    }
+    assert_true(accept && upgrade);
+    return c;
+}
+
+static void wait_ws_closes(fixture_t *fx, int n)
+{
+    for (int i = 0; i < 300 && atomic_load(&fx->ws_closes) < n; i++)
+        usleep(10000);
+    assert_int_equal(atomic_load(&fx->ws_closes), n);
+}
+
+static void test_ws_handshake(void **state)
+{
+    fixture_t *fx = *state;
+    resp_t r;
+    client_t *c = client_open(fx);
+    client_sends(c, WS_REQ("dGhlIHNhbXBsZSBub25jZQ==", "8"));
+    assert_true(client_response(c, &r));
+    expect_error(&r, 426, "upgrade_required");
+    assert_string_equal(resp_header(&r, "sec-websocket-version"), "13");
+    resp_free(&r);
+    client_close(c);
+
+    c = client_open(fx);
+    client_sends(c, WS_REQ("c2hvcnQ=", "13")); /* not 16 bytes */
+    assert_true(client_response(c, &r));
+    expect_error(&r, 400, "bad_request");
+    resp_free(&r);
+    client_close(c);
+
+    c = client_open(fx);
+    client_sends(c, "GET /ws HTTP/1.1\r\nHost: l\r\n\r\n");
+    assert_true(client_response(c, &r));
+    expect_error(&r, 400, "bad_request");
+    resp_free(&r);
+    client_close(c);
+
+    /* Frames pipelined right behind the upgrade request are not lost. */
+    c = client_open(fx);
+    client_sends(c, WS_REQ("dGhlIHNhbXBsZSBub25jZQ==", "13"));
+    ws_frame(c, true, 1, "early", 5, true);
+    char line[512];
+    while (client_line(c, line, sizeof(line)) && line[0])
+        ;
+    int op;
+    uint8_t *d;
+    size_t n;
+    assert_true(ws_read(c, &op, NULL, &d, &n));
+    assert_int_equal(op, 1);
+    assert_memory_equal(d, "early", 5);
+    free(d);
+    client_close(c);
+    wait_ws_closes(fx, 1);
+    assert_int_equal(atomic_load(&fx->ws_close_code), 1006); /* dropped, no close frame */
+}
+
+static void test_ws_messages(void **state)
+{
+    fixture_t *fx = *state;
+    client_t *c = ws_open(fx);
+    int op;
+    bool fin;
+    uint8_t *d;
+    size_t n;
+    /* text, and binary with 7-, 16- and 64-bit lengths, echoed */
+    ws_frame(c, true, 1, "hello \xc3\xa9", 8, true);
+    assert_true(ws_read(c, &op, &fin, &d, &n));
+    assert_true(op == 1 && fin && n == 8 && !memcmp(d, "hello \xc3\xa9", 8));
+    free(d);
+    size_t sizes[] = {0, 125, 126, 300, 65535, WS_MAX_MSG};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        uint8_t *buf = malloc(sizes[i] + 1);
+        for (size_t k = 0; k < sizes[i]; k++)
+            buf[k] = (uint8_t)(k * 7 + i);
+        ws_frame(c, true, 2, buf, sizes[i], true);
+        assert_true(ws_read(c, &op, &fin, &d, &n));
+        assert_int_equal(op, 2);
+        assert_int_equal(n, sizes[i]);
+        assert_memory_equal(d, buf, sizes[i]);
+        free(d);
+        free(buf);
+    }
+    /* ping -> pong with the same payload */
+    ws_frame(c, true, 9, "p1", 2, true);
+    assert_true(ws_read(c, &op, &fin, &d, &n));
+    assert_true(op == 10 && n == 2 && !memcmp(d, "p1", 2));
+    free(d);
+    /* fragmented text with a ping between the fragments */
+    ws_frame(c, false, 1, "frag", 4, true);
+    ws_frame(c, true, 9, "mid", 3, true);
+    ws_frame(c, false, 0, "men", 3, true);
+    ws_frame(c, true, 0, "ted", 3, true);
+    assert_true(ws_read(c, &op, &fin, &d, &n));
+    assert_true(op == 10 && n == 3 && !memcmp(d, "mid", 3));
+    free(d);
+    assert_true(ws_read(c, &op, &fin, &d, &n));
+    assert_true(op == 1 && n == 10 && !memcmp(d, "fragmented", 10));
+    free(d);
+    /* a UTF-8 sequence split across fragments is fine */
+    ws_frame(c, false, 1, "\xe2\x82", 2, true);
+    ws_frame(c, true, 0, "\xac", 1, true);
+    assert_true(ws_read(c, &op, &fin, &d, &n));
+    assert_true(op == 1 && n == 3 && !memcmp(d, "\xe2\x82\xac", 3));
+    free(d);
+    /* client-initiated close: echoed, then the server closes TCP */
+    ws_frame(c, true, 8, "\x03\xe8" "done", 6, true);
+    ws_expect_close(c, 1000);
+    client_close(c);
+    wait_ws_closes(fx, 1);
+    assert_int_equal(atomic_load(&fx->ws_close_code), 1000);
+
+    /* server-initiated close */
+    c = ws_open(fx);
+    ws_frame(c, true, 1, "close", 5, true);
+    assert_true(ws_read(c, &op, &fin, &d, &n));
+    assert_true(op == 8 && n == 5 && d[0] == 0x0f && d[1] == 0xa0 && !memcmp(d + 2, "bye", 3));
+    free(d);
+    ws_frame(c, true, 8, "\x0f\xa0", 2, true);
+    char b;
+    assert_false(client_exact(c, &b, 1));
+    client_close(c);
+    wait_ws_closes(fx, 2);
+    assert_int_equal(atomic_load(&fx->ws_close_code), 4000);
+}
+
+static void test_ws_violations(void **state)
+{
+    fixture_t *fx = *state;
+    static const struct {
+        const char *what;
+        int op;
+        bool fin, mask;
+        const char *data;
+        size_t len;
+        int code;
+    } cases[] = {
+        {"unmasked client frame", 1, true, false, "hi", 2, 1002},
+        {"invalid UTF-8 text", 1, true, true, "\xc3\x28", 2, 1007},
+        {"overlong UTF-8", 1, true, true, "\xc0\xaf", 2, 1007},
+        {"UTF-16 surrogate", 1, true, true, "\xed\xa0\x80", 3, 1007},
+        {"continuation without a message", 0, true, true, "x", 1, 1002},
+        {"unknown opcode", 3, true, true, "x", 1, 1002},
+        {"fragmented ping", 9, false, true, "x", 1, 1002},
+        {"close with 1-byte payload", 8, true, true, "\x03", 1, 1002},
+        {"close with a reserved code", 8, true, true, "\x03\xed", 2, 1002},
+    };
+    int closes = 0;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        print_message("ws violation: %s\n", cases[i].what);
+        client_t *c = ws_open(fx);
+        ws_frame(c, cases[i].fin, cases[i].op, cases[i].data, cases[i].len, cases[i].mask);
+        ws_expect_close(c, cases[i].code);
+        client_close(c);
+        wait_ws_closes(fx, ++closes);
+        assert_int_equal(atomic_load(&fx->ws_close_code), cases[i].code);
+    }
+    /* Oversized: refused from the header alone, before the payload. */
+    client_t *c = ws_open(fx);
+    uint8_t hdr[] = {0x82, 0xff, 0, 0, 0, 0, 1, 0, 0, 0, 1, 2, 3, 4}; /* 16 MiB, masked */
+    client_send(c, hdr, sizeof(hdr));
+    ws_expect_close(c, 1009);
+    client_close(c);
+    wait_ws_closes(fx, ++closes);
+    /* Oversized across fragments. */
+    c = ws_open(fx);
+    uint8_t *big = calloc(1, WS_MAX_MSG / 2 + 1);
+    ws_frame(c, false, 2, big, WS_MAX_MSG / 2 + 1, true);
+    ws_frame(c, true, 0, big, WS_MAX_MSG / 2 + 1, true);
+    free(big);
+    ws_expect_close(c, 1009);
+    client_close(c);
+    wait_ws_closes(fx, ++closes);
+    assert_int_equal(atomic_load(&fx->ws_close_code), 1009);
+}
+
+static void test_ws_backpressure(void **state)
+{
+    fixture_t *fx = *state;
+    client_t *c = ws_open(fx);
+    ws_frame(c, true, 1, "flood", 5, true);
+    size_t total = 0;
+    int msgs = 0;
+    while (total < WS_FLOOD) {
+        int op;
+        uint8_t *d;
+        size_t n;
+        assert_true(ws_read(c, &op, NULL, &d, &n));
+        assert_int_equal(op, 2);
+        assert_int_equal(d[0], 'A' + (int)((total / (64 * 1024)) % 26));
+        total += n;
+        free(d);
+        if (++msgs % 8 == 0)
+            usleep(2000); /* a slow reader */
+    }
+    assert_int_equal(total, WS_FLOOD);
+    /* The server only queued while under its 256 KiB mark. */
+    assert_true(atomic_load(&fx->ws_max_pending) <= 256 * 1024 + 64 * 1024 + 14);
+    client_close(c);
+    wait_ws_closes(fx, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1134,6 +1499,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connection_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_early_response_and_http10, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listen_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ws_handshake, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ws_messages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ws_violations, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ws_backpressure, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
