@@ -17,6 +17,12 @@
  * Lifetime: a session lives from create until its exit has been delivered
  * (to the output stream or the buffered response), the lane goes away, or no
  * client collects a finished session within EXEC_ORPHAN_MS.
+ *
+ * Readers: besides the NDJSON output stream, another module (api_shell.c's
+ * WebSocket) can attach as the session's reader through api_exec_attach()
+ * and friends at the end of this file. A reader gets the output (and acks it
+ * with api_exec_ack() for the same backpressure), stdin room notices and the
+ * exit; at most one reader or output stream at a time.
  */
 #include "lanesd.h"
 
@@ -63,6 +69,9 @@ struct exec_session {
     int cap_trunc[2];
     uv_timer_t orphan;
     int orphan_armed;
+    /* external reader (api_exec_attach), exclusive with out_req */
+    const api_exec_reader_t *reader;
+    void *reader_ud;
     exec_session_t *next;
 };
 
@@ -310,6 +319,10 @@ static void on_exec_output(agent_exec_t *e, int fd, const uint8_t *data, size_t 
         deliver_ack(s);
         return;
     }
+    if (s->reader) { /* the reader acks with api_exec_ack() */
+        s->reader->on_output(s, fd, data, len, s->reader_ud);
+        return;
+    }
     /* Nobody reading yet: queue without acking (the guest window bounds it). */
     out_chunk_t *c = malloc(sizeof(*c) + len);
     if (!c) {
@@ -328,8 +341,11 @@ static void stdin_pump(exec_session_t *s);
 
 static void on_exec_stdin_room(agent_exec_t *e, void *ud)
 {
+    exec_session_t *s = ud;
     (void)e;
-    stdin_pump(ud);
+    stdin_pump(s);
+    if (s->reader && s->reader->on_stdin_room)
+        s->reader->on_stdin_room(s, s->reader_ud);
 }
 
 static void on_orphan_timeout(uv_timer_t *t)
@@ -359,6 +375,13 @@ static void on_exec_exit(agent_exec_t *e, const agent_exit_t *x, void *ud)
     }
     if (s->out_req) {
         stream_finish(s);
+        session_free(s);
+        return;
+    }
+    if (s->reader) { /* terminal for the reader too */
+        const api_exec_reader_t *r = s->reader;
+        s->reader = NULL;
+        r->on_exit(s, &s->exit, s->reader_ud);
         session_free(s);
         return;
     }
@@ -699,7 +722,7 @@ static void h_exec_output(http_req_t *req, void *ctx)
     exec_session_t *s = session_or_404(ctx, req);
     if (!s)
         return;
-    if (s->out_req) {
+    if (s->out_req || s->reader) {
         http_req_respond_error(req, 409, "busy", "exec %s already has an output reader", s->id);
         return;
     }
@@ -839,6 +862,107 @@ void api_exec_lane_gone(lane_rt_t *l)
         }
         session_free(s);
     }
+}
+
+/* ---- external readers (api_shell.c) ------------------------------------------------------- */
+
+exec_session_t *api_exec_start(lane_rt_t *l, const agent_exec_opts_t *o, char *msg, size_t msglen)
+{
+    exec_session_t *s = session_new(l);
+    if (!s) {
+        snprintf(msg, msglen, "out of memory");
+        return NULL;
+    }
+    s->want_stdin = o->stdin_open;
+    int r = agent_exec_start(l->agent, o, &exec_cbs, s, &s->exec);
+    if (r < 0) {
+        s->exec = NULL;
+        snprintf(msg, msglen, "cannot start exec: %s", strerror(-r));
+        session_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+exec_session_t *api_exec_find(lane_rt_t *l, const char *id)
+{
+    return session_find(l, id);
+}
+
+const char *api_exec_id(const exec_session_t *s)
+{
+    return s->id;
+}
+
+int api_exec_attach(exec_session_t *s, const api_exec_reader_t *r, void *ud)
+{
+    if (s->out_req || s->reader)
+        return -EBUSY;
+    s->reader = r;
+    s->reader_ud = ud;
+    if (s->orphan_armed) {
+        uv_timer_stop(&s->orphan);
+        s->orphan_armed = 0;
+    }
+    /* Output that arrived before anyone read it was never acked: hand it
+     * over now; the reader acks it like live output. */
+    out_chunk_t *c = s->queue;
+    s->queue = NULL;
+    s->queue_tail = &s->queue;
+    while (c) {
+        out_chunk_t *n = c->next;
+        if (s->reader)
+            r->on_output(s, c->fd, c->data, c->len, ud);
+        free(c);
+        c = n;
+    }
+    if (s->exited && s->reader) {
+        s->reader = NULL;
+        r->on_exit(s, &s->exit, ud);
+        session_free(s);
+    }
+    return 0;
+}
+
+void api_exec_detach(exec_session_t *s)
+{
+    s->reader = NULL;
+    s->reader_ud = NULL;
+    if (s->exec && s->unacked) {
+        agent_exec_ack(s->exec, s->unacked);
+        s->unacked = 0;
+    }
+}
+
+void api_exec_ack(exec_session_t *s, size_t len)
+{
+    if (s->exec)
+        agent_exec_ack(s->exec, len);
+}
+
+ssize_t api_exec_write_stdin(exec_session_t *s, const void *data, size_t len)
+{
+    if (!s->exec || !s->want_stdin || s->stdin_closed)
+        return -EPIPE;
+    return agent_exec_write_stdin(s->exec, data, len);
+}
+
+void api_exec_close_stdin(exec_session_t *s)
+{
+    if (s->exec && s->want_stdin && !s->stdin_closed) {
+        s->stdin_closed = 1;
+        agent_exec_close_stdin(s->exec);
+    }
+}
+
+int api_exec_resize(exec_session_t *s, uint16_t rows, uint16_t cols)
+{
+    return s->exec ? agent_exec_resize(s->exec, rows, cols) : -ESRCH;
+}
+
+int api_exec_signal(exec_session_t *s, int sig)
+{
+    return s->exec ? agent_exec_signal(s->exec, sig) : -ESRCH;
 }
 
 void api_exec_register(lanesd_t *d)

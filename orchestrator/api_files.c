@@ -20,6 +20,7 @@
 
 typedef struct {
     lanesd_t *d;
+    lane_rt_t *lane;
     http_req_t *req;
     agent_xfer_t *x;
     /* upload */
@@ -157,6 +158,8 @@ static void on_put_done(agent_xfer_t *x, int err, const char *msg, void *ud)
     file_xfer_t *f = ud;
     (void)x;
     f->x = NULL;
+    f->lane->transfers--;
+    vm_lane_touch(f->lane);
     if (f->client_gone)
         http_req_respond_raw(f->req, 499, NULL, NULL, 0);
     else if (err)
@@ -194,6 +197,7 @@ static void h_file_put(http_req_t *req, void *ctx)
         return;
     }
     f->d = d;
+    f->lane = l;
     f->req = req;
     static const agent_xfer_callbacks_t cbs = {NULL, NULL, on_put_room, on_put_done};
     int r = agent_file_put(l->agent, path, mode, &cbs, f, &f->x);
@@ -202,6 +206,7 @@ static void h_file_put(http_req_t *req, void *ctx)
         http_req_respond_error(req, 503, "agent_unavailable", "cannot start upload: %s", strerror(-r));
         return;
     }
+    l->transfers++;
     http_req_on_close(req, on_put_client_gone, f);
     static const http_body_callbacks_t bcbs = {on_put_data, on_put_end};
     http_req_body_read_start(req, &bcbs, f);
@@ -260,6 +265,8 @@ static void on_get_done(agent_xfer_t *x, int err, const char *msg, void *ud)
     file_xfer_t *f = ud;
     (void)x;
     f->x = NULL;
+    f->lane->transfers--;
+    vm_lane_touch(f->lane);
     if (f->begun) {
         /* Headers are out: an error now can only cut the stream short,
          * which the client sees as a truncated chunked body. */
@@ -290,6 +297,7 @@ static void h_file_get(http_req_t *req, void *ctx)
         return;
     }
     f->d = d;
+    f->lane = l;
     f->req = req;
     static const agent_xfer_callbacks_t cbs = {on_get_info, on_get_data, NULL, on_get_done};
     int r = agent_file_get(l->agent, path, &cbs, f, &f->x);
@@ -298,6 +306,7 @@ static void h_file_get(http_req_t *req, void *ctx)
         http_req_respond_error(req, 503, "agent_unavailable", "cannot start download: %s", strerror(-r));
         return;
     }
+    l->transfers++;
     http_req_on_close(req, on_get_client_gone, f);
     http_req_on_drain(req, on_get_drain, f);
 }

@@ -34,6 +34,7 @@ lane_rt_t *api_running_lane_or_409(lanesd_t *d, http_req_t *req)
                                lane_state_name(l->state), l->reason[0] ? ": " : "", l->reason);
         return NULL;
     }
+    vm_lane_touch(l);
     if (!l->agent || !agent_is_ready(l->agent)) {
         http_req_respond_error(req, 503, "agent_unavailable",
                                "lane %s is running but its guest agent is reconnecting; retry", l->name);
@@ -136,6 +137,10 @@ static void h_lane_create(http_req_t *req, void *ctx)
         json_int_field(req, body, "memory_mib", 512, 64, LANE_MAX_MEMORY_MIB, &mem) < 0 ||
         json_int_field(req, body, "disk_gib", 4, 1, LANE_MAX_DISK_GIB, &disk) < 0)
         return;
+    int ttl, idle;
+    if (json_int_field(req, body, "ttl_s", 0, 0, 365 * 86400, &ttl) < 0 ||
+        json_int_field(req, body, "idle_timeout_s", 0, 0, 365 * 86400, &idle) < 0)
+        return;
     if (vm_lane_find(d, name)) {
         http_req_respond_error(req, 409, "exists", "a lane named '%s' already exists", name);
         return;
@@ -169,6 +174,8 @@ static void h_lane_create(http_req_t *req, void *ctx)
     l->cpus = cpus;
     l->memory_mib = mem;
     l->disk_gib = disk;
+    l->ttl_s = ttl;
+    l->idle_timeout_s = idle;
     l->state = LANE_CREATED;
     l->created_at = util_now_s();
     snprintf(l->dir, sizeof(l->dir), "%s/lanes/%s", d->state_dir, l->id);

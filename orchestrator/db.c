@@ -31,6 +31,12 @@ static const char schema[] =
     "  kind TEXT NOT NULL, detail TEXT);"
     "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '1');";
 
+/* Columns added after schema 1, applied idempotently to older databases. */
+static const char *const migrations[] = {
+    "ALTER TABLE lanes ADD COLUMN ttl_s INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE lanes ADD COLUMN idle_timeout_s INTEGER NOT NULL DEFAULT 0",
+};
+
 int db_open(lanesd_t *d, char *err, size_t errlen)
 {
     char path[600];
@@ -52,6 +58,18 @@ int db_open(lanesd_t *d, char *err, size_t errlen)
         sqlite3_close(d->db);
         d->db = NULL;
         return -EIO;
+    }
+    for (size_t i = 0; i < sizeof(migrations) / sizeof(migrations[0]); i++) {
+        rc = sqlite3_exec(d->db, migrations[i], NULL, NULL, &msg);
+        if (rc != SQLITE_OK && !(msg && strstr(msg, "duplicate column"))) {
+            snprintf(err, errlen, "migrate %s: %s", path, msg ? msg : sqlite3_errstr(rc));
+            sqlite3_free(msg);
+            sqlite3_close(d->db);
+            d->db = NULL;
+            return -EIO;
+        }
+        sqlite3_free(msg);
+        msg = NULL;
     }
     return 0;
 }
@@ -98,14 +116,16 @@ static void bind_lane(sqlite3_stmt *st, const lane_rt_t *l)
     sqlite3_bind_int64(st, 13, (sqlite3_int64)l->qemu.start_time);
     sqlite3_bind_int64(st, 14, l->nbdkit.pid);
     sqlite3_bind_int64(st, 15, (sqlite3_int64)l->nbdkit.start_time);
+    sqlite3_bind_int(st, 16, l->ttl_s);
+    sqlite3_bind_int(st, 17, l->idle_timeout_s);
 }
 
 int db_lane_insert(lanesd_t *d, const lane_rt_t *l)
 {
     sqlite3_stmt *st = NULL;
     const char *sql = "INSERT INTO lanes(id,name,image,cpus,memory_mib,disk_gib,state,reason,accel,"
-                      "created_at,booted_at,qemu_pid,qemu_start,nbdkit_pid,nbdkit_start)"
-                      " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+                      "created_at,booted_at,qemu_pid,qemu_start,nbdkit_pid,nbdkit_start,ttl_s,idle_timeout_s)"
+                      " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
     if (sqlite3_prepare_v2(d->db, sql, -1, &st, NULL) != SQLITE_OK)
         return db_fail(d, "prepare insert lane", st);
     bind_lane(st, l);
@@ -120,7 +140,7 @@ int db_lane_update(lanesd_t *d, const lane_rt_t *l)
     sqlite3_stmt *st = NULL;
     const char *sql = "UPDATE lanes SET id=?1,name=?2,image=?3,cpus=?4,memory_mib=?5,disk_gib=?6,state=?7,"
                       "reason=?8,accel=?9,created_at=?10,booted_at=?11,qemu_pid=?12,qemu_start=?13,"
-                      "nbdkit_pid=?14,nbdkit_start=?15 WHERE id=?1";
+                      "nbdkit_pid=?14,nbdkit_start=?15,ttl_s=?16,idle_timeout_s=?17 WHERE id=?1";
     if (sqlite3_prepare_v2(d->db, sql, -1, &st, NULL) != SQLITE_OK)
         return db_fail(d, "prepare update lane", st);
     bind_lane(st, l);
@@ -152,7 +172,7 @@ int db_lanes_load(lanesd_t *d)
 {
     sqlite3_stmt *st = NULL;
     const char *sql = "SELECT id,name,image,cpus,memory_mib,disk_gib,state,reason,accel,created_at,"
-                      "booted_at,qemu_pid,qemu_start,nbdkit_pid,nbdkit_start FROM lanes ORDER BY created_at";
+                      "booted_at,qemu_pid,qemu_start,nbdkit_pid,nbdkit_start,ttl_s,idle_timeout_s FROM lanes ORDER BY created_at";
     if (sqlite3_prepare_v2(d->db, sql, -1, &st, NULL) != SQLITE_OK)
         return db_fail(d, "prepare load lanes", st);
     int rc;
@@ -183,6 +203,8 @@ int db_lanes_load(lanesd_t *d)
         l->qemu.start_time = (uint64_t)sqlite3_column_int64(st, 12);
         l->nbdkit.pid = (pid_t)sqlite3_column_int64(st, 13);
         l->nbdkit.start_time = (uint64_t)sqlite3_column_int64(st, 14);
+        l->ttl_s = sqlite3_column_int(st, 15);
+        l->idle_timeout_s = sqlite3_column_int(st, 16);
         snprintf(l->dir, sizeof(l->dir), "%s/lanes/%s", d->state_dir, l->id);
     }
     if (rc != SQLITE_DONE)

@@ -55,6 +55,11 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     uv_stop(d->loop);
 }
 
+static void on_housekeeping(uv_timer_t *t)
+{
+    vm_housekeeping(t->data);
+}
+
 static int self_dir(char *out, size_t len)
 {
     char exe[1024];
@@ -219,6 +224,9 @@ int main(int argc, char **argv)
     d.sigterm.data = d.sigint.data = &d;
     uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
     uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
+    uv_timer_init(d.loop, &d.housekeeping);
+    d.housekeeping.data = &d;
+    uv_timer_start(&d.housekeeping, on_housekeeping, 1000, 1000);
 
     util_log("lanes %s serving on %s (state %s, accelerator %s: %s)", LANES_VERSION, d.socket_path, d.state_dir,
              d.accel, why);

@@ -61,6 +61,11 @@ struct lane_rt {
     int cpus;
     int memory_mib;
     int disk_gib;
+    int ttl_s;           /* stop this long after boot; 0 = never */
+    int idle_timeout_s;  /* stop after this long without API activity; 0 = never */
+    int64_t last_activity_ms;
+    int transfers;       /* file transfers in flight (count as activity) */
+    char stop_reason[128]; /* why an automatic stop happened, shown once stopped */
     lane_state_t state;
     char reason[512];
     char accel[8];
@@ -106,6 +111,7 @@ struct lanesd {
     lane_rt_t *lanes;
     uint64_t exec_seq;
     uv_signal_t sigterm, sigint;
+    uv_timer_t housekeeping; /* 1 s: lane TTL and idle auto-stop */
     int shutting_down;
 };
 
@@ -144,6 +150,10 @@ void vm_lane_kill(lane_rt_t *l);
 /* After a lanesd restart: reattach to running processes or clean up. */
 void vm_lane_recover(lane_rt_t *l);
 void vm_lane_add_waiter(lane_rt_t *l, http_req_t *req, lane_state_t want);
+/* Note API activity on a lane (resets its idle clock). */
+void vm_lane_touch(lane_rt_t *l);
+/* Periodic: stop lanes past their TTL or idle timeout. */
+void vm_housekeeping(lanesd_t *d);
 /* Resolve kernel and initramfs paths (runs lanes-rootfs, cached). */
 int vm_resolve_boot_artifacts(lanesd_t *d, char *msg, size_t msglen);
 
@@ -154,6 +164,25 @@ void api_files_register(lanesd_t *d);
 void api_images_register(lanesd_t *d);
 /* Drop every exec session of a lane (lane stopped/failed). */
 void api_exec_lane_gone(lane_rt_t *l);
+/* External exec readers (api_shell.c's WebSocket; see api_exec.c). on_output
+ * bytes must be acked with api_exec_ack(); on_exit is terminal (the session
+ * is freed right after it returns). */
+typedef struct {
+    void (*on_output)(exec_session_t *s, int fd, const uint8_t *data, size_t len, void *ud);
+    void (*on_stdin_room)(exec_session_t *s, void *ud);
+    void (*on_exit)(exec_session_t *s, const agent_exit_t *exit, void *ud);
+} api_exec_reader_t;
+exec_session_t *api_exec_start(lane_rt_t *l, const agent_exec_opts_t *o, char *msg, size_t msglen);
+exec_session_t *api_exec_find(lane_rt_t *l, const char *id);
+const char *api_exec_id(const exec_session_t *s);
+int api_exec_attach(exec_session_t *s, const api_exec_reader_t *r, void *ud); /* -EBUSY */
+void api_exec_detach(exec_session_t *s);
+void api_exec_ack(exec_session_t *s, size_t len);
+ssize_t api_exec_write_stdin(exec_session_t *s, const void *data, size_t len);
+void api_exec_close_stdin(exec_session_t *s);
+int api_exec_resize(exec_session_t *s, uint16_t rows, uint16_t cols);
+int api_exec_signal(exec_session_t *s, int sig);
+void api_shell_register(lanesd_t *d);
 
 /* Respond with the standard error for "lane not found / not running". */
 lane_rt_t *api_lane_or_404(lanesd_t *d, http_req_t *req);

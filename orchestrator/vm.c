@@ -144,6 +144,8 @@ json_object *vm_lane_json(const lane_rt_t *l)
     json_object_object_add(o, "cpus", json_object_new_int(l->cpus));
     json_object_object_add(o, "memory_mib", json_object_new_int(l->memory_mib));
     json_object_object_add(o, "disk_gib", json_object_new_int(l->disk_gib));
+    json_object_object_add(o, "ttl_s", json_object_new_int(l->ttl_s));
+    json_object_object_add(o, "idle_timeout_s", json_object_new_int(l->idle_timeout_s));
     json_object_object_add(o, "accel", l->accel[0] ? json_object_new_string(l->accel) : NULL);
     json_object_object_add(o, "created_at", util_json_time(l->created_at));
     json_object_object_add(o, "booted_at", util_json_time(l->booted_at));
@@ -231,8 +233,10 @@ int vm_lane_set_state(lane_rt_t *l, lane_event_t ev, const char *reason_fmt, ...
     } else if (to != LANE_FAILED) {
         l->reason[0] = '\0';
     }
-    if (to == LANE_RUNNING)
+    if (to == LANE_RUNNING) {
         l->booted_at = util_now_s();
+        l->last_activity_ms = util_now_ms();
+    }
     db_lane_update(l->d, l);
     char detail[700];
     snprintf(detail, sizeof(detail), "%s -> %s%s%s", lane_state_name(from), lane_state_name(to),
@@ -513,9 +517,12 @@ static void lane_teardown_step(lane_rt_t *l)
         db_lane_update(l->d, l);
     } else if (l->teardown_ev == LANE_EV_FAIL) {
         vm_lane_set_state(l, LANE_EV_FAIL, "%s", l->teardown_reason);
+    } else if (l->stop_reason[0]) {
+        vm_lane_set_state(l, l->teardown_ev, "%s", l->stop_reason);
     } else {
         vm_lane_set_state(l, l->teardown_ev, NULL);
     }
+    l->stop_reason[0] = '\0';
     if (l->freeing) {
         /* rm was waiting for the processes to go */
         vm_lane_unlink_free(l);
@@ -1019,4 +1026,32 @@ void vm_lane_recover(lane_rt_t *l)
                  "lanesd restarted and found %s no longer running", !q ? "qemu" : "nbdkit");
     }
     lane_teardown_step(l);
+}
+
+/* ---- TTL and idle auto-stop ----------------------------------------------------------------- */
+
+void vm_lane_touch(lane_rt_t *l)
+{
+    l->last_activity_ms = util_now_ms();
+}
+
+void vm_housekeeping(lanesd_t *d)
+{
+    int64_t now_ms = util_now_ms();
+    for (lane_rt_t *l = d->lanes; l; l = l->next) {
+        if (l->state != LANE_RUNNING || l->teardown || l->freeing)
+            continue;
+        if (l->ttl_s > 0 && now_ms - l->booted_at * 1000 >= (int64_t)l->ttl_s * 1000) {
+            snprintf(l->stop_reason, sizeof(l->stop_reason), "stopped automatically: ttl of %d s reached", l->ttl_s);
+        } else if (l->idle_timeout_s > 0 && !l->sessions && !l->transfers &&
+                   now_ms - l->last_activity_ms >= (int64_t)l->idle_timeout_s * 1000) {
+            snprintf(l->stop_reason, sizeof(l->stop_reason), "stopped automatically: idle for %d s",
+                     l->idle_timeout_s);
+        } else {
+            continue;
+        }
+        util_log("lane %s: %s", l->name, l->stop_reason);
+        db_event(d, l->id, "autostop", l->stop_reason);
+        vm_lane_stop(l, 10000);
+    }
 }
