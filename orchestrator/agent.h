@@ -44,9 +44,11 @@ typedef struct {
  * agent_start(). */
 agent_t *agent_new(uv_loop_t *loop, const char *sock_path, const agent_callbacks_t *cb, void *ud);
 
-/* Start connecting. Connection attempts are retried every 50 ms until
- * connect_timeout_ms has passed (then on_disconnect(-ETIMEDOUT)); after
- * connecting, HELLO is (re)sent every 500 ms until HELLO_ACK arrives. */
+/* Start connecting. Connection attempts are retried every 50 ms; after
+ * connecting, HELLO is (re)sent every 500 ms until HELLO_ACK arrives. The
+ * deadline connect_timeout_ms covers both (0 = none): if on_ready has not
+ * happened by then, on_disconnect(-ETIMEDOUT). An agent is single-use: after
+ * a disconnect, make a new one (agent_start returns -EALREADY). */
 int agent_start(agent_t *agent, uint64_t connect_timeout_ms);
 
 /* True after on_ready and before on_disconnect. */
