@@ -204,6 +204,7 @@ int main(int argc, char **argv)
     api_exec_register(&d);
     api_files_register(&d);
     api_images_register(&d);
+    api_shell_register(&d);
 
     if (db_lanes_load(&d) < 0) {
         fprintf(stderr, "lanesd: cannot load lanes from the state database\n");

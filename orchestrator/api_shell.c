@@ -1,0 +1,371 @@
+/* api_shell.c — interactive shells and exec attach over WebSocket.
+ *
+ *   GET /v1/lanes/{name}/shell?rows=R&cols=C[&term=T][&user=U][&cwd=D][&shell=PATH]
+ *       starts a PTY exec (default /bin/sh -l) and upgrades to WebSocket;
+ *       the shell gets SIGHUP when the socket goes away.
+ *   GET /v1/lanes/{name}/execs/{id}/attach
+ *       attaches to an existing exec session (created with "stdin": true to
+ *       type into it); leaving detaches, the process keeps running.
+ *
+ * Frames: binary client->server = stdin bytes; binary server->client =
+ * output bytes (stdout, or the PTY). Text frames carry JSON control:
+ *   client: {"type":"resize","rows":R,"cols":C} | {"type":"signal","signal":"INT"}
+ *           | {"type":"eof"}   (close stdin)
+ *   server: {"type":"started","id":"x7"} first;
+ *           {"type":"stderr","data":"<base64>"} for a non-PTY exec's stderr;
+ *           {"type":"exit","exit_code":N|null,"signal":N|null,"timed_out":B}
+ *           or {"type":"error","code":"...","message":"..."} last, then
+ *           close 1000 (exit) or 1011 (error).
+ *
+ * Backpressure both ways: output is acked to the guest only while the
+ * socket's queue is under SHELL_HIGH_WATER (on_drain acks the rest); stdin
+ * messages the guest's window cannot take yet are kept and the WebSocket is
+ * paused until the agent reports room.
+ *
+ * Lifetime: a shell_t lives until both its WebSocket has closed and its exec
+ * reader is detached or has seen the exit. Threading: the uv loop only.
+ */
+#include "lanesd.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SHELL_HIGH_WATER (256u * 1024)
+
+typedef struct {
+    lanesd_t *d;
+    http_ws_t *ws;           /* NULL once the WebSocket closed */
+    exec_session_t *exec;    /* NULL once detached or exited */
+    int owns_exec;           /* /shell: hang up the process when we leave */
+    size_t unacked;          /* output sent to the socket, not yet acked */
+    uint8_t *stdin_buf;      /* stdin the guest window could not take yet */
+    size_t stdin_len, stdin_off;
+} shell_t;
+
+static void shell_maybe_free(shell_t *sh)
+{
+    if (sh->ws || sh->exec)
+        return;
+    free(sh->stdin_buf);
+    free(sh);
+}
+
+static void shell_send_json(shell_t *sh, json_object *o)
+{
+    size_t len;
+    const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+    if (sh->ws)
+        http_ws_send_text(sh->ws, s, len);
+    json_object_put(o);
+}
+
+static void shell_ack(shell_t *sh)
+{
+    if (sh->exec && sh->unacked && (!sh->ws || http_ws_pending(sh->ws) < SHELL_HIGH_WATER)) {
+        api_exec_ack(sh->exec, sh->unacked);
+        sh->unacked = 0;
+    }
+}
+
+/* ---- exec side ---------------------------------------------------------------------------- */
+
+static void on_exec_output(exec_session_t *s, int fd, const uint8_t *data, size_t len, void *ud)
+{
+    shell_t *sh = ud;
+    if (!sh->ws) {
+        api_exec_ack(s, len);
+        return;
+    }
+    if (fd == 2) {
+        char *b64 = util_base64_encode(data, len);
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "type", json_object_new_string("stderr"));
+        json_object_object_add(o, "data", json_object_new_string(b64 ? b64 : ""));
+        free(b64);
+        shell_send_json(sh, o);
+    } else {
+        http_ws_send_binary(sh->ws, data, len);
+    }
+    sh->unacked += len;
+    shell_ack(sh);
+}
+
+static void stdin_pump(shell_t *sh)
+{
+    while (sh->exec && sh->stdin_off < sh->stdin_len) {
+        ssize_t n = api_exec_write_stdin(sh->exec, sh->stdin_buf + sh->stdin_off, sh->stdin_len - sh->stdin_off);
+        if (n < 0) { /* stdin closed: drop what is left */
+            sh->stdin_off = sh->stdin_len;
+            break;
+        }
+        if (n == 0)
+            return; /* wait for on_stdin_room */
+        sh->stdin_off += (size_t)n;
+    }
+    sh->stdin_len = sh->stdin_off = 0;
+    if (sh->ws)
+        http_ws_resume(sh->ws);
+}
+
+static void on_exec_stdin_room(exec_session_t *s, void *ud)
+{
+    (void)s;
+    stdin_pump(ud);
+}
+
+static void on_exec_exit(exec_session_t *s, const agent_exit_t *x, void *ud)
+{
+    shell_t *sh = ud;
+    (void)s;
+    sh->exec = NULL;
+    if (sh->ws) {
+        json_object *o = json_object_new_object();
+        if (x->error) {
+            json_object_object_add(o, "type", json_object_new_string("error"));
+            json_object_object_add(o, "code", json_object_new_string(x->error == -ENOENT ? "command_not_found"
+                                                                                          : "exec_failed"));
+            json_object_object_add(o, "message", json_object_new_string(x->message[0] ? x->message
+                                                                                        : strerror(-x->error)));
+        } else {
+            json_object_object_add(o, "type", json_object_new_string("exit"));
+            json_object_object_add(o, "exit_code", x->exited ? json_object_new_int(x->code) : NULL);
+            json_object_object_add(o, "signal", x->term_signal ? json_object_new_int(x->term_signal) : NULL);
+            json_object_object_add(o, "timed_out", json_object_new_boolean(x->timed_out));
+        }
+        shell_send_json(sh, o);
+        http_ws_close(sh->ws, x->error ? 1011 : 1000, x->error ? "exec failed" : "exited");
+    }
+    shell_maybe_free(sh);
+}
+
+static const api_exec_reader_t shell_reader = {on_exec_output, on_exec_stdin_room, on_exec_exit};
+
+/* ---- WebSocket side ------------------------------------------------------------------------ */
+
+static int signal_by_name(json_object *v)
+{
+    static const struct {
+        const char *name;
+        int sig;
+    } names[] = {{"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"KILL", SIGKILL},
+                 {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"TERM", SIGTERM}, {"STOP", SIGSTOP},
+                 {"CONT", SIGCONT}, {"WINCH", SIGWINCH}, {"TSTP", SIGTSTP}};
+    if (json_object_is_type(v, json_type_int)) {
+        int n = json_object_get_int(v);
+        return n > 0 && n < 65 ? n : -1;
+    }
+    if (!json_object_is_type(v, json_type_string))
+        return -1;
+    const char *n = json_object_get_string(v);
+    if (!strncmp(n, "SIG", 3))
+        n += 3;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (!strcmp(n, names[i].name))
+            return names[i].sig;
+    return -1;
+}
+
+static void shell_control(shell_t *sh, const uint8_t *data, size_t len)
+{
+    json_tokener *tok = json_tokener_new_ex(8);
+    json_object *o = tok ? json_tokener_parse_ex(tok, (const char *)data, (int)len) : NULL;
+    if (tok)
+        json_tokener_free(tok);
+    json_object *t, *a, *b;
+    const char *type = o && json_object_object_get_ex(o, "type", &t) ? json_object_get_string(t) : NULL;
+    if (!type) {
+        json_object_put(o);
+        http_ws_close(sh->ws, 1003, "control messages are JSON objects with a \"type\"");
+        return;
+    }
+    if (!strcmp(type, "resize") && json_object_object_get_ex(o, "rows", &a) &&
+        json_object_object_get_ex(o, "cols", &b) && json_object_get_int(a) > 0 && json_object_get_int(a) < 65536 &&
+        json_object_get_int(b) > 0 && json_object_get_int(b) < 65536) {
+        if (sh->exec)
+            api_exec_resize(sh->exec, (uint16_t)json_object_get_int(a), (uint16_t)json_object_get_int(b));
+    } else if (!strcmp(type, "signal") && json_object_object_get_ex(o, "signal", &a) && signal_by_name(a) > 0) {
+        if (sh->exec)
+            api_exec_signal(sh->exec, signal_by_name(a));
+    } else if (!strcmp(type, "eof")) {
+        if (sh->exec)
+            api_exec_close_stdin(sh->exec);
+    } else {
+        http_ws_close(sh->ws, 1003, "unknown or malformed control message");
+    }
+    json_object_put(o);
+}
+
+static void on_ws_message(http_ws_t *ws, int type, const uint8_t *data, size_t len, void *ud)
+{
+    shell_t *sh = ud;
+    if (type == HTTP_WS_TEXT) {
+        shell_control(sh, data, len);
+        return;
+    }
+    if (!sh->exec || !len)
+        return;
+    size_t off = 0;
+    if (sh->stdin_len == 0) {
+        ssize_t n = api_exec_write_stdin(sh->exec, data, len);
+        if (n < 0)
+            return; /* stdin not open or closed: input is dropped */
+        off = (size_t)n;
+    }
+    if (off == len)
+        return;
+    /* Keep the rest and stop reading until the guest's window opens. */
+    uint8_t *buf = realloc(sh->stdin_buf, sh->stdin_len + len - off);
+    if (!buf) {
+        http_ws_close(ws, 1011, "out of memory");
+        return;
+    }
+    memcpy(buf + sh->stdin_len, data + off, len - off);
+    sh->stdin_buf = buf;
+    sh->stdin_len += len - off;
+    http_ws_pause(ws);
+}
+
+static void on_ws_drain(http_ws_t *ws, void *ud)
+{
+    (void)ws;
+    shell_ack(ud);
+}
+
+static void on_ws_close(http_ws_t *ws, int code, const char *reason, void *ud)
+{
+    shell_t *sh = ud;
+    (void)ws;
+    (void)code;
+    (void)reason;
+    sh->ws = NULL;
+    if (sh->exec) {
+        exec_session_t *s = sh->exec;
+        if (sh->unacked)
+            api_exec_ack(s, sh->unacked);
+        sh->unacked = 0;
+        sh->exec = NULL;
+        api_exec_detach(s);
+        if (sh->owns_exec) {
+            /* like a terminal going away: hang up the shell */
+            api_exec_close_stdin(s);
+            api_exec_signal(s, SIGHUP);
+        }
+    }
+    shell_maybe_free(sh);
+}
+
+static const http_ws_callbacks_t shell_ws_cbs = {on_ws_message, on_ws_close, on_ws_drain};
+
+/* Upgrade req and attach to s; on failure responds and returns -1. */
+static int shell_connect(lanesd_t *d, http_req_t *req, exec_session_t *s, int owns)
+{
+    shell_t *sh = calloc(1, sizeof(*sh));
+    if (!sh) {
+        http_req_respond_error(req, 500, "internal", "out of memory");
+        return -1;
+    }
+    sh->d = d;
+    sh->owns_exec = owns;
+    const char *id = api_exec_id(s);
+    char idbuf[32];
+    snprintf(idbuf, sizeof(idbuf), "%s", id);
+    sh->ws = http_req_websocket_accept(req, &shell_ws_cbs, sh);
+    if (!sh->ws) {
+        free(sh);
+        return -1;
+    }
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "type", json_object_new_string("started"));
+    json_object_object_add(o, "id", json_object_new_string(idbuf));
+    shell_send_json(sh, o);
+    sh->exec = s;
+    /* May deliver queued output and even the exit (which clears sh->exec). */
+    if (api_exec_attach(s, &shell_reader, sh) < 0) {
+        sh->exec = NULL;
+        json_object *e = json_object_new_object();
+        json_object_object_add(e, "type", json_object_new_string("error"));
+        json_object_object_add(e, "code", json_object_new_string("busy"));
+        json_object_object_add(e, "message", json_object_new_string("exec already has an output reader"));
+        shell_send_json(sh, e);
+        http_ws_close(sh->ws, 1008, "busy");
+    }
+    return 0;
+}
+
+static int query_u16(http_req_t *req, const char *name, uint16_t def)
+{
+    const char *v = http_req_query(req, name);
+    if (!v)
+        return def;
+    char *end;
+    long n = strtol(v, &end, 10);
+    return (*end || n < 1 || n > 65535) ? -1 : (int)n;
+}
+
+static void h_shell(http_req_t *req, void *ctx)
+{
+    lanesd_t *d = ctx;
+    if (!http_req_is_websocket(req)) {
+        http_req_respond_error(req, 400, "bad_request", "this route needs a WebSocket upgrade request");
+        return;
+    }
+    lane_rt_t *l = api_running_lane_or_409(d, req);
+    if (!l)
+        return;
+    int rows = query_u16(req, "rows", 24), cols = query_u16(req, "cols", 80);
+    if (rows < 0 || cols < 0) {
+        http_req_respond_error(req, 400, "invalid", "'rows' and 'cols' must be integers in 1..65535");
+        return;
+    }
+    const char *shell = http_req_query(req, "shell");
+    const char *term = http_req_query(req, "term");
+    char termenv[128];
+    snprintf(termenv, sizeof(termenv), "TERM=%s", term && *term && !strchr(term, '\n') ? term : "xterm-256color");
+    const char *argv[] = {shell && *shell ? shell : "/bin/sh", "-l", NULL};
+    const char *env[] = {termenv, NULL};
+    agent_exec_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.argv = argv;
+    o.env = env;
+    o.cwd = http_req_query(req, "cwd");
+    o.user = http_req_query(req, "user");
+    o.tty = 1;
+    o.rows = (uint16_t)rows;
+    o.cols = (uint16_t)cols;
+    o.stdin_open = 1;
+    char msg[256];
+    exec_session_t *s = api_exec_start(l, &o, msg, sizeof(msg));
+    if (!s) {
+        http_req_respond_error(req, 503, "agent_unavailable", "%s", msg);
+        return;
+    }
+    if (shell_connect(d, req, s, 1) < 0) {
+        /* no socket after all: do not leave a shell running for nobody */
+        api_exec_close_stdin(s);
+        api_exec_signal(s, SIGHUP);
+    }
+}
+
+static void h_attach(http_req_t *req, void *ctx)
+{
+    lanesd_t *d = ctx;
+    lane_rt_t *l = api_lane_or_404(d, req);
+    if (!l)
+        return;
+    exec_session_t *s = api_exec_find(l, http_req_param(req, "id"));
+    if (!s) {
+        http_req_respond_error(req, 404, "exec_not_found", "no exec session '%s' in lane %s",
+                               http_req_param(req, "id"), l->name);
+        return;
+    }
+    shell_connect(d, req, s, 0);
+}
+
+void api_shell_register(lanesd_t *d)
+{
+    http_server_route(d->http, "GET", "/v1/lanes/{name}/shell", 0, h_shell, d);
+    http_server_route(d->http, "GET", "/v1/lanes/{name}/execs/{id}/attach", 0, h_attach, d);
+}
