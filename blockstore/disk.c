@@ -19,6 +19,10 @@
  * nothing of the new state is visible through the ref; a crash at any point
  * leaves the previous generation intact plus unreferenced objects.
  *
+ * GC safety: from the first put() after a commit until the next commit the
+ * disk holds a pending session (store_pending_begin), so GC keeps every
+ * object it wrote or reused meanwhile even though no ref names them yet.
+ *
  * Threading: disk->lock serializes every public call on one disk.
  */
 #include <errno.h>
@@ -52,6 +56,7 @@ struct store_disk {
   uint32_t cs;              /* chunk size */
   map_t *map;
   int changed;              /* anything written since the last commit */
+  int pending;              /* holds a pending session (see above) */
 
   struct dchunk **buckets;
   size_t nbuckets;
@@ -96,9 +101,22 @@ static void dirty_remove(store_disk_t *d, uint64_t idx)
 
 /* Write every dirty chunk as an object (unsynced), record it in the map and
  * drop it from the table. */
+static int disk_pending(store_disk_t *d, char **err)
+{
+  if (d->pending)
+    return 0;
+  int r = store_pending_begin(d->store, err);
+  if (r == 0)
+    d->pending = 1;
+  return r;
+}
+
 static int dirty_spill(store_disk_t *d, char **err)
 {
   store_t *s = d->store;
+  int r0;
+  if (d->ndirty && (r0 = disk_pending(d, err)) < 0)
+    return r0;
   for (size_t b = 0; b < d->nbuckets; b++) {
     while (d->buckets[b]) {
       struct dchunk *c = d->buckets[b];
@@ -245,6 +263,8 @@ void store_disk_close(store_disk_t *d)
       free(d->cache[i].data);
   free(d->cache);
   map_free(d->map);
+  if (d->pending)
+    store_pending_end(d->store);
   pthread_mutex_destroy(&d->lock);
   free(d);
 }
@@ -446,12 +466,16 @@ int store_disk_flush(store_disk_t *d, char **err)
   if (d->readonly || !d->changed)
     goto out;
   if ((r = dirty_spill(d, err)) < 0 ||
+      (r = disk_pending(d, err)) < 0 ||
       (r = map_write(d->map, &root, err)) < 0 ||
       (r = s->ops->sync(s->be, err)) < 0 ||
       (r = store_ref_commit(s, d->ref, d->generation, &root, d->size, err)) < 0)
     goto out;
   d->generation++;
   d->changed = 0;
+  /* Everything put so far is referenced by the ref now. */
+  store_pending_end(s);
+  d->pending = 0;
 out:
   pthread_mutex_unlock(&d->lock);
   return r;

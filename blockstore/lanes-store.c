@@ -8,8 +8,15 @@
  *   lanes-store --store DIR info REF
  *   lanes-store --store DIR rm REF
  *   lanes-store --store DIR export REF OUT.raw
+ *   lanes-store --store DIR snap create|restore|rm DISK NAME
+ *   lanes-store --store DIR snap ls DISK [--json]
+ *   lanes-store --store DIR usage [PREFIX] [--json]
+ *   lanes-store --store DIR gc [--grace SECONDS] [--dry-run] [--json]
+ *   lanes-store --store DIR verify [--json]
+ *   lanes-store --store DIR stats [--json]
  *
- * Exit status: 0 ok, 1 failure, 2 usage error.  Errors are printed once.
+ * Exit status: 0 ok, 1 failure (verify: problems found), 2 usage error.
+ * Errors are printed once.  --json output is one JSON document on stdout.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,6 +40,12 @@ static void usage(FILE *f)
         "  info REF                                show one ref\n"
         "  rm REF                                  delete a ref\n"
         "  export REF OUT                          write a ref as a raw file\n"
+        "  snap create|restore|rm DISK NAME        snapshot snap/DISK/NAME\n"
+        "  snap ls DISK [--json]                   snapshots with unique bytes\n"
+        "  usage [PREFIX] [--json]                 per-ref chunks, unique bytes\n"
+        "  gc [--grace S] [--dry-run] [--json]     delete unreferenced objects\n"
+        "  verify [--json]                         re-hash everything reachable\n"
+        "  stats [--json]                          logical/physical bytes, dedup\n"
         "SIZE takes K, M, G, T suffixes (powers of 1024).\n", f);
 }
 
@@ -155,6 +168,206 @@ static int cmd_export(store_t *s, const char *ref, const char *out)
   return rc;
 }
 
+static int has_flag(char **args, int *nargs, const char *flag)
+{
+  for (int k = 0; k < *nargs; k++)
+    if (strcmp(args[k], flag) == 0) {
+      memmove(args + k, args + k + 1, (size_t)(*nargs - k - 1) * sizeof *args);
+      (*nargs)--;
+      return 1;
+    }
+  return 0;
+}
+
+struct usage_out {
+  int json, n;
+};
+
+static int print_usage(const store_ref_usage_t *u, void *ud)
+{
+  struct usage_out *o = ud;
+  char t[32];
+  time_t c = (time_t)u->ref.created;
+  strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%SZ", gmtime(&c));
+  if (o->json)
+    printf("%s{\"name\":\"%s\",\"parent\":%s%s%s,\"created\":%" PRId64
+           ",\"size\":%" PRIu64 ",\"generation\":%" PRIu64
+           ",\"chunks\":%" PRIu64 ",\"logical_bytes\":%" PRIu64
+           ",\"unique_bytes\":%" PRIu64 "}", o->n ? "," : "", u->ref.name,
+           u->ref.parent[0] ? "\"" : "", u->ref.parent[0] ? u->ref.parent : "null",
+           u->ref.parent[0] ? "\"" : "", u->ref.created, u->ref.size,
+           u->ref.generation, u->chunks, u->logical_bytes, u->unique_bytes);
+  else
+    printf("%-36s %-20s %-30s %14" PRIu64 " %14" PRIu64 "\n", u->ref.name, t,
+           u->ref.parent[0] ? u->ref.parent : "-", u->logical_bytes,
+           u->unique_bytes);
+  o->n++;
+  return 0;
+}
+
+static int cmd_usage(store_t *s, const char *prefix, int json)
+{
+  struct usage_out o = { json, 0 };
+  char *err = NULL;
+  if (json)
+    fputs("[", stdout);
+  else
+    printf("%-36s %-20s %-30s %14s %14s\n", "REF", "CREATED", "PARENT",
+           "LOGICAL", "UNIQUE");
+  int r = store_usage(s, prefix, print_usage, &o, &err);
+  if (json)
+    fputs("]\n", stdout);
+  return r < 0 ? fail("usage", r, err) : 0;
+}
+
+static int print_problem(const store_verify_problem_t *p, void *ud)
+{
+  int *json = ud;
+  char hex[STORE_ID_HEX_LEN + 1];
+  const char *kind = p->kind == STORE_PROBLEM_MISSING ? "missing"
+                   : p->kind == STORE_PROBLEM_CORRUPT ? "corrupt" : "unreadable";
+  store_id_to_hex(&p->id, hex);
+  if (*json > 0) {
+    printf("%s{\"id\":\"%s\",\"type\":\"%s\",\"problem\":\"%s\",\"refs\":[",
+           *json > 1 ? "," : "", hex, p->is_page ? "page" : "chunk", kind);
+    for (size_t i = 0; i < p->nrefs; i++)
+      printf("%s\"%s\"", i ? "," : "", p->refs[i]);
+    fputs("]}", stdout);
+    (*json)++;
+  } else {
+    printf("%s %s %s; affects:", p->is_page ? "page " : "chunk", hex, kind);
+    for (size_t i = 0; i < p->nrefs; i++)
+      printf(" %s", p->refs[i]);
+    putchar('\n');
+  }
+  return 0;
+}
+
+static int cmd_verify(store_t *s, int json)
+{
+  store_verify_result_t res;
+  char *err = NULL;
+  int state = json ? 1 : 0;
+  if (json)
+    fputs("{\"problems\":[", stdout);
+  int r = store_verify(s, print_problem, &state, &res, &err);
+  if (r < 0) {
+    if (json)
+      fputs("]}\n", stdout);
+    return fail("verify", r, err);
+  }
+  if (json)
+    printf("],\"refs\":%" PRIu64 ",\"objects_checked\":%" PRIu64
+           ",\"bytes_checked\":%" PRIu64 ",\"ok\":%s}\n", res.refs,
+           res.objects_checked, res.bytes_checked, r ? "false" : "true");
+  else
+    printf("verify: %" PRIu64 " refs, %" PRIu64 " objects (%" PRIu64
+           " bytes) checked, %d bad\n", res.refs, res.objects_checked,
+           res.bytes_checked, r);
+  return r ? 1 : 0;
+}
+
+static int cmd_gc(store_t *s, char **args, int nargs)
+{
+  store_gc_opts_t o = { .grace_s = -1 };
+  int json = has_flag(args, &nargs, "--json");
+  o.dry_run = has_flag(args, &nargs, "--dry-run");
+  if (nargs == 2 && strcmp(args[0], "--grace") == 0) {
+    char *end;
+    o.grace_s = strtoll(args[1], &end, 10);
+    if (*end || o.grace_s < 0) {
+      usage(stderr);
+      return 2;
+    }
+  } else if (nargs) {
+    usage(stderr);
+    return 2;
+  }
+  store_gc_result_t g;
+  char *err = NULL;
+  int r = store_gc(s, &o, &g, &err);
+  if (r < 0)
+    return fail("gc", r, err);
+  if (json)
+    printf("{\"refs\":%" PRIu64 ",\"reachable\":%" PRIu64 ",\"objects\":%"
+           PRIu64 ",\"bytes\":%" PRIu64 ",\"garbage_objects\":%" PRIu64
+           ",\"garbage_bytes\":%" PRIu64 ",\"kept_recent\":%" PRIu64
+           ",\"deleted_objects\":%" PRIu64 ",\"deleted_bytes\":%" PRIu64
+           ",\"deleted_tmp\":%" PRIu64 ",\"live_writers\":%" PRIu64
+           ",\"stale_writers\":%" PRIu64 ",\"dry_run\":%s}\n", g.refs,
+           g.reachable, g.objects, g.bytes, g.garbage_objects, g.garbage_bytes,
+           g.kept_recent, g.deleted_objects, g.deleted_bytes, g.deleted_tmp,
+           g.live_writers, g.stale_writers, o.dry_run ? "true" : "false");
+  else
+    printf("gc: %" PRIu64 " refs, %" PRIu64 " reachable of %" PRIu64
+           " objects; garbage %" PRIu64 " (%" PRIu64 " bytes), %s %" PRIu64
+           " (%" PRIu64 " bytes), kept %" PRIu64 " too recent; %" PRIu64
+           " live writers\n", g.refs, g.reachable, g.objects,
+           g.garbage_objects, g.garbage_bytes,
+           o.dry_run ? "would delete" : "deleted",
+           o.dry_run ? g.garbage_objects : g.deleted_objects,
+           o.dry_run ? g.garbage_bytes : g.deleted_bytes, g.kept_recent,
+           g.live_writers);
+  return 0;
+}
+
+static int cmd_stats(store_t *s, int json)
+{
+  store_stats_t st;
+  char *err = NULL;
+  int r = store_stats(s, &st, &err);
+  if (r < 0)
+    return fail("stats", r, err);
+  if (json)
+    printf("{\"refs\":%" PRIu64 ",\"virtual_bytes\":%" PRIu64
+           ",\"logical_bytes\":%" PRIu64 ",\"unique_chunks\":%" PRIu64
+           ",\"unique_bytes\":%" PRIu64 ",\"pages\":%" PRIu64
+           ",\"page_bytes\":%" PRIu64 ",\"objects\":%" PRIu64
+           ",\"physical_bytes\":%" PRIu64 ",\"garbage_objects\":%" PRIu64
+           ",\"garbage_bytes\":%" PRIu64 ",\"dedup_ratio\":%.4f}\n",
+           st.refs, st.virtual_bytes, st.logical_bytes, st.unique_chunks,
+           st.unique_bytes, st.pages, st.page_bytes, st.objects,
+           st.physical_bytes, st.garbage_objects, st.garbage_bytes,
+           st.dedup_ratio);
+  else
+    printf("refs:           %" PRIu64 "\nvirtual bytes:  %" PRIu64
+           "\nlogical bytes:  %" PRIu64 "\nunique chunks:  %" PRIu64
+           " (%" PRIu64 " bytes)\nmap pages:      %" PRIu64 " (%" PRIu64
+           " bytes)\nobjects:        %" PRIu64 "\nphysical bytes: %" PRIu64
+           "\ngarbage:        %" PRIu64 " objects (%" PRIu64 " bytes)\n"
+           "dedup ratio:    %.2f\n", st.refs, st.virtual_bytes,
+           st.logical_bytes, st.unique_chunks, st.unique_bytes, st.pages,
+           st.page_bytes, st.objects, st.physical_bytes, st.garbage_objects,
+           st.garbage_bytes, st.dedup_ratio);
+  return 0;
+}
+
+static int cmd_snap(store_t *s, char **args, int nargs)
+{
+  char *err = NULL;
+  int json = has_flag(args, &nargs, "--json"), r;
+  if (nargs == 2 && strcmp(args[0], "ls") == 0) {
+    char prefix[STORE_REF_NAME_MAX + 8];
+    snprintf(prefix, sizeof prefix, "snap/%s/", args[1]);
+    return cmd_usage(s, prefix, json);
+  }
+  if (nargs != 3) {
+    usage(stderr);
+    return 2;
+  }
+  if (strcmp(args[0], "create") == 0)
+    r = store_snapshot_create(s, args[1], args[2], &err);
+  else if (strcmp(args[0], "restore") == 0)
+    r = store_snapshot_restore(s, args[1], args[2], &err);
+  else if (strcmp(args[0], "rm") == 0)
+    r = store_snapshot_delete(s, args[1], args[2], &err);
+  else {
+    usage(stderr);
+    return 2;
+  }
+  return r < 0 ? fail(args[0], r, err) : 0;
+}
+
 int main(int argc, char **argv)
 {
   const char *dir = NULL;
@@ -246,6 +459,20 @@ int main(int argc, char **argv)
     rc = r < 0 ? fail("rm", r, err) : 0;
   } else if (strcmp(cmd, "export") == 0 && nargs == 2) {
     rc = cmd_export(s, args[0], args[1]);
+  } else if (strcmp(cmd, "snap") == 0) {
+    rc = cmd_snap(s, args, nargs);
+  } else if (strcmp(cmd, "gc") == 0) {
+    rc = cmd_gc(s, args, nargs);
+  } else if (strcmp(cmd, "verify") == 0) {
+    int json = has_flag(args, &nargs, "--json");
+    rc = nargs ? (usage(stderr), 2) : cmd_verify(s, json);
+  } else if (strcmp(cmd, "stats") == 0) {
+    int json = has_flag(args, &nargs, "--json");
+    rc = nargs ? (usage(stderr), 2) : cmd_stats(s, json);
+  } else if (strcmp(cmd, "usage") == 0) {
+    int json = has_flag(args, &nargs, "--json");
+    rc = nargs > 1 ? (usage(stderr), 2) : cmd_usage(s, nargs ? args[0] : NULL,
+                                                      json);
   } else {
     usage(stderr);
     rc = 2;

@@ -20,6 +20,15 @@
  *     sync() fsyncs the directories that got new entries.
  *   - Stale ".tmp-*" files (crash mid-put on the fallback path) and
  *     unreferenced objects are left for garbage collection.
+ *   - GC safety: put() of an object that already exists refreshes its mtime
+ *     (a writer is about to reference it), and sweep() deletes only files
+ *     whose mtime is older than the caller's cutoff.  The refresh and the
+ *     sweep's check-then-unlink of one fan-out directory exclude each other
+ *     through an OFD lock on byte <dir> of objects/.gc-lock (shared for
+ *     put, exclusive for sweep), so an object a writer just decided to reuse
+ *     is never unlinked under it.  OFD locks are per open file description,
+ *     so two store handles conflict even inside one process; the threads of
+ *     one handle serialize their shared-lock sections with be->lock.
  *
  * Threading: put/get/sync may run concurrently from several threads (the
  * dirty-directory set is under a mutex, temp names are unique per call) and
@@ -32,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -40,6 +50,7 @@
 struct local_be {
   char *objdir;
   int objfd;                     /* O_PATH|O_DIRECTORY fd of objects/ */
+  int lockfd;                    /* objects/.gc-lock (OFD byte locks) */
   store_sync_mode_t mode;
   pthread_mutex_t lock;
   uint8_t dirty_dirs[256 / 8];   /* fsync mode: subdirs with new entries */
@@ -85,6 +96,13 @@ static int local_open(const char *dir, void **out, char **err)
       }
     }
   }
+  be->lockfd = openat(be->objfd, ".gc-lock", O_RDWR | O_CREAT | O_CLOEXEC,
+                      0644);
+  if (be->lockfd == -1) {
+    r = store_err(err, errno, "open %s/.gc-lock: %m", be->objdir);
+    close(be->objfd);
+    goto fail;
+  }
   pthread_mutex_init(&be->lock, NULL);
   *out = be;
   return 0;
@@ -100,9 +118,40 @@ static void local_close(void *p)
   if (!be)
     return;
   close(be->objfd);
+  close(be->lockfd);
   pthread_mutex_destroy(&be->lock);
   free(be->objdir);
   free(be);
+}
+
+/* OFD lock (type F_RDLCK/F_WRLCK/F_UNLCK) on byte dir of .gc-lock. */
+static int local_dir_lock(struct local_be *be, unsigned dir, short type)
+{
+  struct flock fl = { .l_type = type, .l_whence = SEEK_SET,
+                      .l_start = (off_t)dir, .l_len = 1, .l_pid = 0 };
+  while (fcntl(be->lockfd, F_OFD_SETLKW, &fl) == -1) {
+    if (errno != EINTR)
+      return -errno;
+  }
+  return 0;
+}
+
+/* Refresh the mtime of an existing object under the shared directory lock
+ * so a concurrent sweep keeps it.  1 = refreshed, 0 = it is gone (swept
+ * meanwhile: the caller writes it anew), < 0 error. */
+static int local_refresh(struct local_be *be, const char *rel, unsigned dir)
+{
+  int r;
+  pthread_mutex_lock(&be->lock);
+  if ((r = local_dir_lock(be, dir, F_RDLCK)) == 0) {
+    if (utimensat(be->objfd, rel, NULL, 0) == 0)
+      r = 1;
+    else
+      r = errno == ENOENT ? 0 : -errno;
+    local_dir_lock(be, dir, F_UNLCK);
+  }
+  pthread_mutex_unlock(&be->lock);
+  return r;
 }
 
 static void local_set_sync_mode(void *p, store_sync_mode_t mode)
@@ -192,6 +241,13 @@ static int local_put(void *p, const store_id_t *id, const void *buf,
 
   local_relpath(id, rel);
   int exists = fstatat(be->objfd, rel, &st, 0) == 0;
+  if (exists && (size_t)st.st_size == len) {
+    r = local_refresh(be, rel, id->b[0]);
+    if (r < 0)
+      return store_err(err, -r, "touch object %s/%s: %s", be->objdir, rel,
+                       strerror(-r));
+    exists = r;
+  }
   if (exists && (size_t)st.st_size == len) {
     /* Already stored (content-addressed).  It may be another writer's
      * not-yet-synced object, so our next sync() must still cover it. */
@@ -332,6 +388,108 @@ static int local_sync(void *p, char **err)
   return r;
 }
 
+static int is_hex_name(const char *name, size_t len)
+{
+  for (size_t i = 0; i < len; i++) {
+    char c = name[i];
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+      return 0;
+  }
+  return name[len] == '\0';
+}
+
+static int64_t st_mtime_ns(const struct stat *st)
+{
+  return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+static int local_sweep(void *p, int64_t cutoff_ns,
+                       int (*doomed)(const store_id_t *id, void *ud), void *ud,
+                       store_sweep_counts_t *c, char **err)
+{
+  struct local_be *be = p;
+  int r = 0;
+  for (unsigned d = 0; d < 256 && r == 0; d++) {
+    char name[3];
+    snprintf(name, sizeof name, "%02x", d);
+    int dfd = openat(be->objfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd == -1) {
+      if (errno == ENOENT)
+        continue;
+      return store_err(err, errno, "open %s/%s: %m", be->objdir, name);
+    }
+    DIR *dir = fdopendir(dfd);
+    if (!dir) {
+      close(dfd);
+      return store_err(err, errno, "opendir %s/%s: %m", be->objdir, name);
+    }
+    /* Exclusive for the whole directory: writers refreshing an object of
+     * it wait, so check-then-unlink below cannot race a refresh. */
+    int locked = cutoff_ns > INT64_MIN;
+    if (locked && (r = local_dir_lock(be, d, F_WRLCK)) < 0) {
+      closedir(dir);
+      return store_err(err, -r, "lock %s/%s: %s", be->objdir, name,
+                       strerror(-r));
+    }
+    struct dirent *de;
+    while ((errno = 0, de = readdir(dir))) {
+      struct stat st;
+      if (de->d_name[0] == '.' && (!de->d_name[1] ||
+                                   (de->d_name[1] == '.' && !de->d_name[2])))
+        continue;
+      if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == -1 ||
+          !S_ISREG(st.st_mode))
+        continue;
+      int64_t mt = st_mtime_ns(&st);
+      if (strncmp(de->d_name, ".tmp-", 5) == 0) {
+        c->tmp_files++;
+        if (mt < cutoff_ns && unlinkat(dfd, de->d_name, 0) == 0)
+          c->removed_tmp++;
+        continue;
+      }
+      store_id_t id;
+      char hex[STORE_ID_HEX_LEN + 1];
+      if (!is_hex_name(de->d_name, STORE_ID_HEX_LEN - 2)) {
+        c->foreign_files++;
+        continue;
+      }
+      memcpy(hex, name, 2);
+      memcpy(hex + 2, de->d_name, STORE_ID_HEX_LEN - 2 + 1);
+      if (store_id_from_hex(hex, &id) < 0)
+        continue;
+      c->objects++;
+      c->bytes += (uint64_t)st.st_size;
+      if (!doomed(&id, ud))
+        continue;
+      c->garbage_objects++;
+      c->garbage_bytes += (uint64_t)st.st_size;
+      if (mt >= cutoff_ns) {
+        c->kept_recent++;
+        continue;
+      }
+      if (unlinkat(dfd, de->d_name, 0) == 0) {
+        c->removed_objects++;
+        c->removed_bytes += (uint64_t)st.st_size;
+      } else if (errno != ENOENT) {
+        r = store_err(err, errno, "unlink %s/%s/%s: %m", be->objdir, name,
+                      de->d_name);
+        break;
+      }
+    }
+    if (r == 0 && errno)
+      r = store_err(err, errno, "readdir %s/%s: %m", be->objdir, name);
+    if (locked) {
+      /* Make the unlinks durable before anyone may rely on their absence
+       * (nobody does; but keep the directory consistent after a crash). */
+      if (c->removed_objects && fsync(dfd) == -1 && r == 0)
+        r = store_err(err, errno, "fsync %s/%s: %m", be->objdir, name);
+      local_dir_lock(be, d, F_UNLCK);
+    }
+    closedir(dir);
+  }
+  return r;
+}
+
 const struct store_backend_ops store_backend_local = {
   .name = "local",
   .open = local_open,
@@ -341,4 +499,5 @@ const struct store_backend_ops store_backend_local = {
   .sync = local_sync,
   .set_sync_mode = local_set_sync_mode,
   .path = local_path,
+  .sweep = local_sweep,
 };

@@ -7,6 +7,8 @@
  *                    loaded lazily, copy-on-write, serialized on commit)
  *   disk.c           the disk engine: dirty-chunk cache, read/write/flush
  *   objects-local.c  object backend: loose files under STORE/objects
+ *   gc.c             reachability walks over all refs: gc, verify, stats,
+ *                    per-ref usage (bytes unique to a ref)
  *
  * Object backends bind through `struct store_backend_ops`; an S3 backend will
  * be a second implementation of the same table (built into its own plugin).
@@ -18,7 +20,9 @@
  *   stored: its id is the zero id.
  * Tree depth is a function of (virtual size, chunk size, fanout) only:
  *   the smallest depth >= 1 such that fanout^depth >= number of chunks.
- * GC (later) = mark from every ref's root through the pages, sweep objects.
+ * GC = mark from every ref's root through the pages, sweep objects that are
+ * unmarked and older than a cutoff (see gc.c for why that is safe against
+ * live writers).
  */
 #ifndef LANES_BLOCKSTORE_STORE_INTERNAL_H
 #define LANES_BLOCKSTORE_STORE_INTERNAL_H
@@ -26,6 +30,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
+#include <sys/types.h>
 
 #include "store.h"
 
@@ -33,6 +38,15 @@
 #define MAP_PAGE_HDR 8
 
 /* ---- object backend ---- */
+typedef struct store_sweep_counts {
+  uint64_t objects, bytes;                  /* all object files seen */
+  uint64_t garbage_objects, garbage_bytes;  /* of those, unreferenced */
+  uint64_t kept_recent;                     /* garbage kept: too new */
+  uint64_t removed_objects, removed_bytes;
+  uint64_t tmp_files, removed_tmp;
+  uint64_t foreign_files;
+} store_sweep_counts_t;
+
 struct store_backend_ops {
   const char *name;
   /* Open the object space under the store directory. */
@@ -49,6 +63,13 @@ struct store_backend_ops {
   int (*sync)(void *be, char **err);
   void (*set_sync_mode)(void *be, store_sync_mode_t mode);
   char *(*path)(void *be, const store_id_t *id);
+  /* Visit every object; those for which doomed() returns nonzero and whose
+   * mtime is older than cutoff_ns are removed (cutoff_ns = INT64_MIN: only
+   * count).  put() of an existing object refreshes its mtime and excludes a
+   * concurrent removal of it. */
+  int (*sweep)(void *be, int64_t cutoff_ns,
+               int (*doomed)(const store_id_t *id, void *ud), void *ud,
+               store_sweep_counts_t *counts, char **err);
 };
 
 extern const struct store_backend_ops store_backend_local;
@@ -61,7 +82,15 @@ struct store {
   void *be;
   uint32_t chunk_size;
   uint32_t fanout;
+  /* Writer registration for GC (store.c): STORE/pending/<pid>-<start>-<rnd>;
+   * size 1 while a session is open, and then its mtime is the session's
+   * start (before its first put); size 0 when idle. */
+  pthread_mutex_t pending_lock;
+  int pending_fd;             /* -1 until first use */
+  unsigned pending_count;     /* open writer sessions */
+  char *pending_path;
 };
+
 
 /* ---- errors ---- */
 /* Set *err to a formatted message (if err != NULL and *err not yet set) and
@@ -83,6 +112,15 @@ int store_object_read(store_t *s, const store_id_t *id, void *buf, size_t cap,
  * with synchronous=FULL. */
 int store_ref_commit(store_t *s, const char *name, uint64_t expect_gen,
                      const store_id_t *root, uint64_t size, char **err);
+
+/* A writer session: begin before the first put() whose object a later ref
+ * commit will reference, end after that commit (or after giving up).
+ * Sessions nest (counted per store handle).  GC never deletes objects
+ * younger than the oldest open session of any live process. */
+int store_pending_begin(store_t *s, char **err);
+void store_pending_end(store_t *s);
+/* Start time of process pid (/proc/PID/stat field 22); 0 if gone. */
+uint64_t store_proc_start_time(pid_t pid);
 
 /* ---- manifest map (map.c) ---- */
 typedef struct map map_t;

@@ -10,8 +10,16 @@
  * point at it.  So a ref never names a missing object; a crash in between
  * only leaves unreferenced objects (garbage for GC).
  *
+ * Writers and GC: every path that puts objects a ref commit will later
+ * reference (the disk engine, import, disk creation) runs inside a pending
+ * session (store_pending_begin/end), published as the mtime of the file
+ * STORE/pending/<pid>-<start time>-<random>; gc.c reads those files and
+ * never deletes objects younger than the oldest open session of a live
+ * process.
+ *
  * Threading: store->lock serializes every use of the SQLite connection;
- * object backend calls need no store lock.
+ * pending_lock the pending session count; object backend calls need no
+ * store lock.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -278,6 +287,8 @@ int store_open(const char *dir, int create, store_t **out, char **err)
     return store_err(err, ENOMEM, "out of memory");
   }
   pthread_mutex_init(&s->lock, NULL);
+  pthread_mutex_init(&s->pending_lock, NULL);
+  s->pending_fd = -1;
   s->ops = &store_backend_local;
   if ((r = db_open(dir, &s->db, err)) < 0)
     goto fail;
@@ -305,6 +316,12 @@ void store_close(store_t *s)
   if (s->be)
     s->ops->close(s->be);
   sqlite3_close(s->db);
+  if (s->pending_fd >= 0) {
+    unlink(s->pending_path);
+    close(s->pending_fd);
+  }
+  free(s->pending_path);
+  pthread_mutex_destroy(&s->pending_lock);
   pthread_mutex_destroy(&s->lock);
   free(s->dir);
   free(s);
@@ -324,6 +341,92 @@ void store_set_sync_mode(store_t *s, store_sync_mode_t mode)
 char *store_object_path(const store_t *s, const store_id_t *id)
 {
   return s->ops->path(s->be, id);
+}
+
+/* ---- pending writer sessions ---- */
+
+uint64_t store_proc_start_time(pid_t pid)
+{
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd == -1)
+    return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0)
+    return 0;
+  buf[n] = '\0';
+  /* comm may contain spaces and parentheses: fields follow the last ')' */
+  char *p = strrchr(buf, ')');
+  if (!p)
+    return 0;
+  p++;
+  for (int field = 3; field < 22 && p; field++)   /* p: space before 3 */
+    p = strchr(p + 1, ' ');
+  return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+static int pending_file_open(store_t *s, char **err)
+{
+  char *dir;
+  uint64_t rnd = 0;
+  if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
+    rnd = (uint64_t)(uintptr_t)s ^ (uint64_t)time(NULL);
+  if (asprintf(&dir, "%s/pending", s->dir) == -1)
+    return store_err(err, ENOMEM, "out of memory");
+  if (mkdir(dir, 0755) == -1 && errno != EEXIST) {
+    int r = store_err(err, errno, "mkdir %s: %m", dir);
+    free(dir);
+    return r;
+  }
+  pid_t pid = getpid();
+  int r = asprintf(&s->pending_path, "%s/%ld-%llu-%016llx", dir, (long)pid,
+                   (unsigned long long)store_proc_start_time(pid),
+                   (unsigned long long)rnd);
+  free(dir);
+  if (r == -1) {
+    s->pending_path = NULL;
+    return store_err(err, ENOMEM, "out of memory");
+  }
+  s->pending_fd = open(s->pending_path,
+                       O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (s->pending_fd == -1) {
+    r = store_err(err, errno, "create %s: %m", s->pending_path);
+    free(s->pending_path);
+    s->pending_path = NULL;
+    return r;
+  }
+  return 0;
+}
+
+int store_pending_begin(store_t *s, char **err)
+{
+  int r = 0;
+  pthread_mutex_lock(&s->pending_lock);
+  if (s->pending_count == 0) {
+    if (s->pending_fd < 0)
+      r = pending_file_open(s, err);
+    /* size 1 = a session is open; mtime := now, before any object of
+     * this session is put */
+    if (r == 0 && (ftruncate(s->pending_fd, 1) == -1 ||
+                   futimens(s->pending_fd, NULL) == -1))
+      r = store_err(err, errno, "touch %s: %m", s->pending_path);
+  }
+  if (r == 0)
+    s->pending_count++;
+  pthread_mutex_unlock(&s->pending_lock);
+  return r;
+}
+
+void store_pending_end(store_t *s)
+{
+  pthread_mutex_lock(&s->pending_lock);
+  /* size 0 = idle.  If this fails the file still says "pending since
+   * then": GC is only more careful. */
+  if (s->pending_count > 0 && --s->pending_count == 0)
+    (void)!ftruncate(s->pending_fd, 0);
+  pthread_mutex_unlock(&s->pending_lock);
 }
 
 /* ---- refs ---- */
@@ -582,7 +685,7 @@ int store_image_import(store_t *s, const char *name, const char *raw_path,
   map_t *m = NULL;
   uint8_t *buf = NULL;
   struct stat sb;
-  int r, fd;
+  int r, fd, pending = 0;
 
   snprintf(refname, sizeof refname, "image/%s", name);
   if (strchr(name, '/'))
@@ -599,6 +702,9 @@ int store_image_import(store_t *s, const char *name, const char *raw_path,
   uint64_t size = (uint64_t)sb.st_size;
   store_id_t zero;
   memset(&zero, 0, sizeof zero);
+  if ((r = store_pending_begin(s, err)) < 0)
+    goto out;
+  pending = 1;
   if ((r = map_open(s, &zero, size, &m, err)) < 0)
     goto out;
   size_t cs = s->chunk_size;
@@ -659,6 +765,8 @@ int store_image_import(store_t *s, const char *name, const char *raw_path,
   if (r == 0 && progress)
     progress(size, size, ud);
 out:
+  if (pending)
+    store_pending_end(s);
   map_free(m);
   free(buf);
   close(fd);
@@ -688,10 +796,16 @@ int store_disk_create(store_t *s, const char *disk, const char *from_ref,
                      (unsigned long long)src.size);
   unsigned od = map_depth_for(s, src.size), nd = map_depth_for(s, size);
   root = src.root;
+  int pending = 0;
   if (nd > od) {
-    if ((r = map_grow_root(s, &src.root, od, nd, &root, err)) < 0 ||
-        (r = s->ops->sync(s->be, err)) < 0)
+    if ((r = store_pending_begin(s, err)) < 0)
       return r;
+    pending = 1;
+    if ((r = map_grow_root(s, &src.root, od, nd, &root, err)) < 0 ||
+        (r = s->ops->sync(s->be, err)) < 0) {
+      store_pending_end(s);
+      return r;
+    }
   }
   pthread_mutex_lock(&s->lock);
   if ((r = db_exec(s, "BEGIN IMMEDIATE", err)) == 0) {
@@ -707,6 +821,169 @@ int store_disk_create(store_t *s, const char *disk, const char *from_ref,
         (r = db_exec(s, "COMMIT", err)) < 0)
       db_rollback(s);
   }
+  pthread_mutex_unlock(&s->lock);
+  if (pending)
+    store_pending_end(s);
+  return r;
+}
+
+/* ---- snapshots ---- */
+
+static int snap_names(const char *disk, const char *name, char *dref,
+                      char *sref, char **err)
+{
+  if (strchr(disk, '/') || (name && strchr(name, '/')))
+    return store_err(err, EINVAL, "disk and snapshot names may not contain "
+                     "'/'");
+  snprintf(dref, STORE_REF_NAME_MAX + 1, "disk/%s", disk);
+  if (name && (size_t)snprintf(sref, STORE_REF_NAME_MAX + 1, "snap/%s/%s",
+                               disk, name) > STORE_REF_NAME_MAX)
+    return store_err(err, EINVAL, "snapshot name '%s' too long", name);
+  int r = ref_name_check(dref, err);
+  if (r == 0 && name)
+    r = ref_name_check(sref, err);
+  return r;
+}
+
+static int db_update_parent(store_t *s, const char *name, const char *parent,
+                            const char *where_parent, char **err)
+{
+  sqlite3_stmt *st;
+  int r = db_prepare(s, where_parent
+                     ? "UPDATE refs SET parent=?1 WHERE parent=?2"
+                     : "UPDATE refs SET parent=?1 WHERE name=?2", &st, err);
+  if (r < 0)
+    return r;
+  if (parent && *parent)
+    sqlite3_bind_text(st, 1, parent, -1, SQLITE_STATIC);
+  else
+    sqlite3_bind_null(st, 1);
+  sqlite3_bind_text(st, 2, where_parent ? where_parent : name, -1,
+                    SQLITE_STATIC);
+  if (sqlite3_step(st) != SQLITE_DONE)
+    r = db_err(s, err, "update parent");
+  sqlite3_finalize(st);
+  return r;
+}
+
+int store_snapshot_create(store_t *s, const char *disk, const char *name,
+                          char **err)
+{
+  char dref[STORE_REF_NAME_MAX + 1], sref[STORE_REF_NAME_MAX + 1];
+  store_ref_t cur;
+  int r = snap_names(disk, name, dref, sref, err);
+  if (r < 0)
+    return r;
+  pthread_mutex_lock(&s->lock);
+  if ((r = db_exec(s, "BEGIN IMMEDIATE", err)) < 0)
+    goto out;
+  /* The snapshot descends from what the disk descended from; the disk
+   * now descends from the snapshot.  The disk's generation is untouched,
+   * so a live writer's next commit still succeeds. */
+  if ((r = ref_get_locked(s, dref, &cur, err)) < 0 ||
+      (r = ref_put_locked(s, sref, &cur.root, cur.size, cur.parent, 0,
+                          err)) < 0 ||
+      (r = db_update_parent(s, dref, sref, NULL, err)) < 0 ||
+      (r = db_exec(s, "COMMIT", err)) < 0)
+    db_rollback(s);
+out:
+  pthread_mutex_unlock(&s->lock);
+  return r;
+}
+
+int store_snapshot_restore(store_t *s, const char *disk, const char *name,
+                           char **err)
+{
+  char dref[STORE_REF_NAME_MAX + 1], sref[STORE_REF_NAME_MAX + 1];
+  store_ref_t snap, cur;
+  int r = snap_names(disk, name, dref, sref, err);
+  if (r < 0)
+    return r;
+  pthread_mutex_lock(&s->lock);
+  if ((r = db_exec(s, "BEGIN IMMEDIATE", err)) < 0)
+    goto out;
+  if ((r = ref_get_locked(s, sref, &snap, err)) < 0 ||
+      (r = ref_get_locked(s, dref, &cur, err)) < 0)
+    goto fail;
+  if (snap.size != cur.size) {
+    r = store_err(err, EINVAL, "%s has size %llu but %s has %llu", sref,
+                  (unsigned long long)snap.size, dref,
+                  (unsigned long long)cur.size);
+    goto fail;
+  }
+  /* Replacing bumps the generation: a writer still holding the disk open
+   * fails its next commit instead of overwriting the restored state. */
+  if ((r = ref_put_locked(s, dref, &snap.root, snap.size, sref, 1, err)) < 0 ||
+      (r = db_exec(s, "COMMIT", err)) < 0)
+    goto fail;
+  goto out;
+fail:
+  db_rollback(s);
+out:
+  pthread_mutex_unlock(&s->lock);
+  return r;
+}
+
+int store_snapshot_delete(store_t *s, const char *disk, const char *name,
+                          char **err)
+{
+  char dref[STORE_REF_NAME_MAX + 1], sref[STORE_REF_NAME_MAX + 1];
+  store_ref_t snap;
+  sqlite3_stmt *st;
+  int r = snap_names(disk, name, dref, sref, err);
+  if (r < 0)
+    return r;
+  pthread_mutex_lock(&s->lock);
+  if ((r = db_exec(s, "BEGIN IMMEDIATE", err)) < 0)
+    goto out;
+  if ((r = ref_get_locked(s, sref, &snap, err)) < 0)
+    goto fail;
+  /* Children of the snapshot now descend from its parent. */
+  if ((r = db_update_parent(s, NULL, snap.parent, sref, err)) < 0 ||
+      (r = db_prepare(s, "DELETE FROM refs WHERE name=?", &st, err)) < 0)
+    goto fail;
+  sqlite3_bind_text(st, 1, sref, -1, SQLITE_STATIC);
+  if (sqlite3_step(st) != SQLITE_DONE)
+    r = db_err(s, err, "delete ref");
+  sqlite3_finalize(st);
+  if (r < 0 || (r = db_exec(s, "COMMIT", err)) < 0)
+    goto fail;
+  goto out;
+fail:
+  db_rollback(s);
+out:
+  pthread_mutex_unlock(&s->lock);
+  return r;
+}
+
+int store_disk_delete(store_t *s, const char *disk, char **err)
+{
+  char dref[STORE_REF_NAME_MAX + 1], prefix[STORE_REF_NAME_MAX + 8];
+  sqlite3_stmt *st;
+  int r = snap_names(disk, NULL, dref, NULL, err), n = 0;
+  if (r < 0)
+    return r;
+  snprintf(prefix, sizeof prefix, "snap/%s/", disk);
+  pthread_mutex_lock(&s->lock);
+  if ((r = db_exec(s, "BEGIN IMMEDIATE", err)) < 0)
+    goto out;
+  if ((r = db_prepare(s, "DELETE FROM refs WHERE name=?1 OR "
+                      "substr(name, 1, length(?2)) = ?2", &st, err)) < 0)
+    goto fail;
+  sqlite3_bind_text(st, 1, dref, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, prefix, -1, SQLITE_STATIC);
+  if (sqlite3_step(st) != SQLITE_DONE)
+    r = db_err(s, err, "delete disk refs");
+  else
+    n = sqlite3_changes(s->db);
+  sqlite3_finalize(st);
+  if (r < 0 || (r = db_exec(s, "COMMIT", err)) < 0)
+    goto fail;
+  r = n;
+  goto out;
+fail:
+  db_rollback(s);
+out:
   pthread_mutex_unlock(&s->lock);
   return r;
 }

@@ -7,7 +7,9 @@
  * small Merkle tree of map pages whose leaves hold chunk ids; pages are
  * objects too.  A ref (name -> root page id + virtual size + generation) names
  * a manifest; refs live in SQLite.  Ref namespaces: "image/<name>",
- * "disk/<name>", later "snap/<disk>/<name>".
+ * "disk/<name>", "snap/<disk>/<name>".  A ref's parent is the ref it
+ * descends from: image -> disk, the disk's previous snapshot -> snapshot,
+ * snapshot -> restored disk or fork.
  *
  * Copying a ref is O(1) (snapshot / fork); committing a disk writes only the
  * changed chunks and pages and then swaps the ref's root in one transaction.
@@ -123,6 +125,106 @@ int store_ref_get(store_t *store, const char *name, store_ref_t *out,
  * Returns the number of refs passed to cb, or a negative errno. */
 int store_ref_list(store_t *store, const char *prefix, store_ref_cb cb,
                    void *ud, char **err);
+
+/* ---- snapshots (O(1): refs only, no data copied) ---- */
+/* snap/<disk>/<name> := disk/<disk>'s last commit.  The snapshot's parent
+ * is the disk's parent; the disk's parent becomes the snapshot.  Safe while
+ * a writer has the disk open (its uncommitted writes are not included:
+ * flush first).  -EEXIST if the snapshot exists. */
+int store_snapshot_create(store_t *store, const char *disk, const char *name,
+                          char **err);
+/* disk/<disk> := snap/<disk>/<name> (generation keeps counting, parent =
+ * the snapshot).  A writer still holding the disk then fails its next
+ * commit with -ESTALE: stop it first. */
+int store_snapshot_restore(store_t *store, const char *disk, const char *name,
+                           char **err);
+/* Delete snap/<disk>/<name>; refs whose parent it was get its parent. */
+int store_snapshot_delete(store_t *store, const char *disk, const char *name,
+                          char **err);
+/* Delete disk/<disk> and every snap/<disk>/...; returns the number of refs
+ * deleted (0 if none existed).  Forks are independent refs and stay. */
+int store_disk_delete(store_t *store, const char *disk, char **err);
+
+/* ---- whole-store walks: GC, verify, stats, usage (gc.c) ---- */
+typedef struct store_gc_opts {
+  /* Objects younger than this many seconds are never deleted, in addition
+   * to the protection of live writers' pending sessions.  < 0 = default
+   * (60 s). */
+  int64_t grace_s;
+  int dry_run;            /* count garbage, delete nothing */
+} store_gc_opts_t;
+
+typedef struct store_gc_result {
+  uint64_t refs;               /* refs marked from */
+  uint64_t reachable;          /* distinct reachable objects (chunks+pages) */
+  uint64_t objects, bytes;     /* object files present before the sweep */
+  uint64_t garbage_objects, garbage_bytes;  /* unreachable ones */
+  uint64_t kept_recent;        /* garbage kept: younger than the cutoff */
+  uint64_t deleted_objects, deleted_bytes;
+  uint64_t deleted_tmp;        /* stale temporary files removed */
+  uint64_t live_writers;       /* pending sessions of live processes */
+  uint64_t stale_writers;      /* pending files of dead processes, removed */
+} store_gc_result_t;
+
+/* Mark every object reachable from any ref, delete the rest that are older
+ * than the cutoff: min(now - grace, oldest pending session of a live
+ * writer) - 2 s.  Fails with -EIO (deleting nothing) if a reachable map
+ * page is missing or corrupt, since what lies below it is unknown. */
+int store_gc(store_t *store, const store_gc_opts_t *opts,
+             store_gc_result_t *out, char **err);
+
+typedef struct store_stats {
+  uint64_t refs;
+  uint64_t virtual_bytes;      /* sum of ref sizes */
+  uint64_t logical_bytes;      /* sum over refs of their non-zero chunks */
+  uint64_t unique_chunks;      /* distinct reachable chunk objects */
+  uint64_t unique_bytes;       /* unique_chunks * chunk size */
+  uint64_t pages, page_bytes;  /* distinct reachable map pages */
+  uint64_t objects, physical_bytes;  /* all object files and their sizes */
+  uint64_t garbage_objects, garbage_bytes;
+  double dedup_ratio;          /* logical_bytes / unique_bytes (1 if none) */
+} store_stats_t;
+
+int store_stats(store_t *store, store_stats_t *out, char **err);
+
+/* Per-ref usage: chunks it references (distinct) and the bytes that only
+ * it references (what deleting it alone would free, pages included). */
+typedef struct store_ref_usage {
+  store_ref_t ref;
+  uint64_t chunks;             /* distinct non-zero chunks */
+  uint64_t logical_bytes;      /* non-zero chunks * chunk size */
+  uint64_t unique_bytes;
+} store_ref_usage_t;
+typedef int (*store_usage_cb)(const store_ref_usage_t *u, void *ud);
+/* Walks every ref (uniqueness is relative to all refs) and reports those
+ * whose name starts with prefix.  Returns the number reported. */
+int store_usage(store_t *store, const char *prefix, store_usage_cb cb,
+                void *ud, char **err);
+
+typedef enum store_problem_kind {
+  STORE_PROBLEM_MISSING = 1,
+  STORE_PROBLEM_CORRUPT = 2,   /* hash mismatch, bad size or page header */
+  STORE_PROBLEM_UNREADABLE = 3,
+} store_problem_kind_t;
+
+typedef struct store_verify_problem {
+  store_id_t id;
+  int is_page;                 /* map page (what is below is unchecked) */
+  store_problem_kind_t kind;
+  const char *const *refs;     /* names of the refs that reach it */
+  size_t nrefs;
+} store_verify_problem_t;
+typedef int (*store_verify_cb)(const store_verify_problem_t *p, void *ud);
+
+typedef struct store_verify_result {
+  uint64_t refs, objects_checked, bytes_checked, problems;
+} store_verify_result_t;
+
+/* Re-read and re-hash every object reachable from any ref.  cb (may be
+ * NULL) is called once per bad object after the walk.  Returns the number
+ * of bad objects (0 = clean) or a negative errno. */
+int store_verify(store_t *store, store_verify_cb cb, void *ud,
+                 store_verify_result_t *out, char **err);
 
 /* ---- disk engine (what the nbdkit plugin wraps) ---- */
 /* Open ref (any namespace) for I/O; opts may be NULL.  Refs outside "disk/"

@@ -2,3 +2,6 @@
 lanes_unit_test(test_store
     SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_store.c
     LIBS lanes_store PkgConfig::CRYPTO)
+lanes_unit_test(test_store_gc
+    SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_store_gc.c
+    LIBS lanes_store PkgConfig::CRYPTO)

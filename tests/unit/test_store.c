@@ -92,7 +92,8 @@ static int count_objects_cb(const char *path, const struct stat *sb, int flag,
     counter = (int *)sb;
     return 0;
   }
-  if (flag == FTW_F && !strstr(path, "/objects/tmp/"))
+  if (flag == FTW_F && !strstr(path, "/objects/tmp/") &&
+      path[ftw->base] != '.')   /* .gc-lock, .tmp-* */
     (*counter)++;
   return 0;
 }
