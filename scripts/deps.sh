@@ -6,7 +6,7 @@ set -eu
 PKGS="
 build-essential cmake pkg-config
 libuv1-dev libsqlite3-dev sqlite3 libjson-c-dev libhttp-parser-dev
-libcurl4-openssl-dev curl libssl-dev libcmocka-dev
+libcurl4-openssl-dev curl libssl-dev libcmocka-dev libexpat1-dev
 nbdkit nbdkit-plugin-dev libnbd-bin
 qemu-system-x86 qemu-utils qemu-guest-agent
 busybox-static e2fsprogs cpio kmod mmdebstrap zstd xz-utils dpkg-dev
