@@ -191,7 +191,7 @@ const char *lp_type_name(uint8_t type)
         [LP_FILE_PUT] = "FILE_PUT",   [LP_FILE_GET] = "FILE_GET",   [LP_FILE_INFO] = "FILE_INFO",
         [LP_DATA] = "DATA",           [LP_OK] = "OK",               [LP_SYNC] = "SYNC",
         [LP_SHUTDOWN] = "SHUTDOWN",   [LP_PING] = "PING",           [LP_PONG] = "PONG",
-        [LP_CANCEL] = "CANCEL",
+        [LP_CANCEL] = "CANCEL",       [LP_FREEZE] = "FREEZE",       [LP_THAW] = "THAW",
     };
     if (type == 0 || type > LP_TYPE_MAX)
         return "UNKNOWN";

@@ -25,7 +25,7 @@
  *
  * Streams: the host allocates stream ids (odd numbers, never reused within a
  * connection). A stream begins with LP_EXEC, LP_FILE_PUT, LP_FILE_GET,
- * LP_SYNC or LP_SHUTDOWN and ends with exactly one terminal frame from the
+ * LP_SYNC, LP_SHUTDOWN, LP_FREEZE or LP_THAW and ends with exactly one terminal frame from the
  * guest: LP_EXIT (exec), LP_OK or LP_ERROR (anything).
  *
  * Flow control: per stream and per direction, the sender may have at most
@@ -83,7 +83,9 @@ enum lp_type {
     LP_PONG = 21,
     LP_CANCEL = 22,     /* h->g  abandon a stream: execs are killed (SIGKILL to group), transfers aborted;
                                  the guest still sends the terminal frame */
-    LP_TYPE_MAX = 22,
+    LP_FREEZE = 23,     /* h->g  FIFREEZE the root filesystem (flushes it and the disk cache); LP_OK */
+    LP_THAW = 24,       /* h->g  FITHAW the root filesystem; LP_OK also when it was not frozen */
+    LP_TYPE_MAX = 24,
 };
 
 enum lp_tag {

@@ -344,8 +344,24 @@ static void dispatch(li_ctx_t *ctx, const lp_frame_t *f)
         if (stream_open_ok(ctx, f))
             handle_shutdown(ctx, f);
         return;
-    /* A FIFREEZE/FITHAW request would be dispatched here to
-     * files_freeze()/files_thaw() once the protocol grows the frame types. */
+    case LP_FREEZE:
+    case LP_THAW: {
+        /* Root filesystem only: that is the lane's disk. FIFREEZE syncs the
+         * filesystem and flushes the disk's cache; a thaw of a filesystem
+         * that is not frozen (EINVAL) is not an error, so a host that lost
+         * track (crash, reconnect) can always thaw. */
+        if (!stream_open_ok(ctx, f))
+            return;
+        int r = f->type == LP_FREEZE ? files_freeze("/") : files_thaw("/");
+        if (r == -EINVAL && f->type == LP_THAW)
+            r = 0;
+        if (r < 0)
+            agent_send_error(ctx, f->stream, -r, "%s /: %s", f->type == LP_FREEZE ? "FIFREEZE" : "FITHAW",
+                             strerror(-r));
+        else
+            agent_send_frame(ctx, LP_OK, f->stream, NULL, 0);
+        return;
+    }
     default:
         break;
     }

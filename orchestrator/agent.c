@@ -54,7 +54,7 @@
 
 enum agent_state { AS_IDLE, AS_CONNECTING, AS_HELLO, AS_READY, AS_DEAD };
 
-enum stream_kind { SK_EXEC, SK_PUT, SK_GET, SK_SYNC, SK_SHUTDOWN };
+enum stream_kind { SK_EXEC, SK_PUT, SK_GET, SK_SYNC, SK_SHUTDOWN, SK_FREEZE, SK_THAW };
 
 typedef struct stream {
     struct stream *next, *prev;
@@ -221,6 +221,8 @@ static const char *kind_name(enum stream_kind k)
     case SK_GET: return "file get";
     case SK_SYNC: return "sync";
     case SK_SHUTDOWN: return "shutdown";
+    case SK_FREEZE: return "freeze";
+    case SK_THAW: return "thaw";
     }
     return "?";
 }
@@ -548,6 +550,8 @@ static void stream_finish(stream_t *s, int err, const char *msg, const agent_exi
         break;
     case SK_SYNC:
     case SK_SHUTDOWN:
+    case SK_FREEZE:
+    case SK_THAW:
         if (s->cb.done)
             s->cb.done(a, err, err ? msg : NULL, s->ud);
         break;
@@ -1261,6 +1265,20 @@ int agent_sync(agent_t *a, agent_done_cb cb, void *ud)
     if (!a)
         return -EINVAL;
     return simple_request(a, SK_SYNC, LP_SYNC, NULL, 0, cb, ud);
+}
+
+int agent_freeze(agent_t *a, agent_done_cb cb, void *ud)
+{
+    if (!a)
+        return -EINVAL;
+    return simple_request(a, SK_FREEZE, LP_FREEZE, NULL, 0, cb, ud);
+}
+
+int agent_thaw(agent_t *a, agent_done_cb cb, void *ud)
+{
+    if (!a)
+        return -EINVAL;
+    return simple_request(a, SK_THAW, LP_THAW, NULL, 0, cb, ud);
 }
 
 int agent_shutdown(agent_t *a, int mode, agent_done_cb cb, void *ud)

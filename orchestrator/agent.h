@@ -135,6 +135,10 @@ void agent_xfer_cancel(agent_xfer_t *x);
 typedef void (*agent_done_cb)(agent_t *agent, int err, const char *msg, void *ud);
 
 int agent_sync(agent_t *agent, agent_done_cb cb, void *ud);
+/* FIFREEZE / FITHAW of the guest's root filesystem (snapshots). A thaw of a
+ * filesystem that is not frozen succeeds. */
+int agent_freeze(agent_t *agent, agent_done_cb cb, void *ud);
+int agent_thaw(agent_t *agent, agent_done_cb cb, void *ud);
 /* mode 0 poweroff, 1 reboot. cb runs when the guest acknowledged. */
 int agent_shutdown(agent_t *agent, int mode, agent_done_cb cb, void *ud);
 /* Round trip of an empty PING (used by bench and health checks). */
