@@ -91,5 +91,6 @@ int cmd_exec(lanectl_t *ctx, int argc, char **argv);
 int cmd_cp(lanectl_t *ctx, int argc, char **argv);
 int cmd_image(lanectl_t *ctx, int argc, char **argv);
 int cmd_version(lanectl_t *ctx, int argc, char **argv);
+int cmd_shell(lanectl_t *ctx, int argc, char **argv);
 
 #endif

@@ -18,6 +18,7 @@ static const struct {
     {"ls", cmd_ls, "list lanes"},
     {"inspect", cmd_inspect, "show a lane as JSON"},
     {"exec", cmd_exec, "run a command in a lane"},
+    {"shell", cmd_shell, "interactive shell in a lane (WebSocket, PTY)"},
     {"cp", cmd_cp, "copy files into or out of a lane"},
     {"image", cmd_image, "build, import, list and remove base images"},
     {"version", cmd_version, "show client and daemon versions"},

@@ -5,3 +5,7 @@ if(TARGET lanes_lanectl)
     lanes_unit_test(test_lanectl SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_lanectl.c
                     LIBS lanes_lanectl PkgConfig::JSONC)
 endif()
+if(TARGET lanes_lanectl)
+    lanes_unit_test(test_lanectl_ws SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_lanectl_ws.c
+                    LIBS lanes_lanectl)
+endif()

@@ -1,0 +1,271 @@
+/* cmd_shell.c — lanectl shell [-u USER] [-w DIR] [--shell PATH] NAME
+ *               lanectl shell --attach ID NAME
+ *
+ *   GET /v1/lanes/{name}/shell?rows&cols&term...   WebSocket: a PTY shell
+ *   GET /v1/lanes/{name}/execs/{id}/attach          WebSocket: an exec session
+ *
+ * Our terminal goes raw; its bytes are binary frames, the lane's output comes
+ * back as binary frames; SIGWINCH sends a {"type":"resize"} control message.
+ * The exit status is the shell's (same mapping as lanectl exec). Stdin that
+ * is not a terminal is sent as is and its EOF closes the remote stdin.
+ * Signals arrive through a signalfd, so no handler state is global.
+ */
+#include <errno.h>
+#include <json-c/json.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "codec.h"
+#include "exec_result.h"
+#include "lanectl.h"
+#include "ws_client.h"
+
+#define SHELL_OUT_HIGH (256u * 1024) /* stop reading stdin above this much queued */
+
+static const char usage[] =
+    "usage: lanectl shell [-u USER] [-w DIR] [--shell PATH] NAME\n"
+    "       lanectl shell --attach ID NAME\n"
+    "  -u, --user USER     user to run the shell as\n"
+    "  -w, --workdir DIR   working directory\n"
+    "      --shell PATH    shell program (default /bin/sh, run with -l)\n"
+    "      --attach ID     attach to a running exec session instead\n";
+
+typedef struct {
+    json_object *final;  /* the exit or error control message */
+    bool closed;
+    int close_code;
+    bool failed;
+} shell_run_t;
+
+static void write_fd_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n) {
+        ssize_t k = write(fd, p, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0 && errno == EAGAIN) {
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            poll(&pfd, 1, 1000);
+            continue;
+        }
+        if (k <= 0)
+            return;
+        p += k;
+        n -= (size_t)k;
+    }
+}
+
+static void on_message(int type, const uint8_t *data, size_t len, int code, void *ud)
+{
+    shell_run_t *run = ud;
+    if (type == WSC_BINARY) {
+        write_fd_all(STDOUT_FILENO, data, len);
+        return;
+    }
+    if (type == WSC_CLOSE) {
+        run->closed = true;
+        run->close_code = code;
+        return;
+    }
+    json_tokener *tok = json_tokener_new_ex(8);
+    json_object *m = tok ? json_tokener_parse_ex(tok, (const char *)data, (int)len) : NULL;
+    if (tok)
+        json_tokener_free(tok);
+    const char *t = m ? lanectl_jstr(m, "type") : NULL;
+    if (t && !strcmp(t, "stderr")) {
+        const char *b = lanectl_jstr(m, "data");
+        size_t bl = b ? strlen(b) : 0;
+        uint8_t *raw = malloc(bl / 4 * 3 + 3);
+        long n = raw ? b64_decode(b ? b : "", bl, raw) : -1;
+        if (n > 0)
+            write_fd_all(STDERR_FILENO, raw, (size_t)n);
+        free(raw);
+    } else if (t && (!strcmp(t, "exit") || !strcmp(t, "error"))) {
+        if (run->final)
+            json_object_put(run->final);
+        run->final = json_object_get(m);
+        if (!strcmp(t, "error"))
+            lanectl_err("%s", lanectl_jstr(m, "message") ? lanectl_jstr(m, "message") : "exec failed");
+    }
+    if (m)
+        json_object_put(m);
+}
+
+static void send_resize(ws_client_t *ws)
+{
+    struct winsize w;
+    if (ioctl(STDIN_FILENO, TIOCGWINSZ, &w) < 0 || !w.ws_row)
+        return;
+    char msg[96];
+    int n = snprintf(msg, sizeof(msg), "{\"type\":\"resize\",\"rows\":%u,\"cols\":%u}", w.ws_row, w.ws_col);
+    ws_client_send(ws, WSC_TEXT, msg, (size_t)n);
+}
+
+/* The poll loop; returns when the WebSocket is finished. */
+static void shell_loop(ws_client_t *ws, shell_run_t *run, int sfd)
+{
+    bool stdin_open = true;
+    uint8_t buf[16384];
+    for (;;) {
+        int r = ws_client_read(ws, on_message, run);
+        if (r != 0) {
+            run->failed = r < 0;
+            return;
+        }
+        struct pollfd p[3] = {
+            {.fd = ws_client_fd(ws), .events = POLLIN | (ws_client_want_write(ws) ? POLLOUT : 0)},
+            {.fd = stdin_open && ws_client_queued(ws) < SHELL_OUT_HIGH ? STDIN_FILENO : -1, .events = POLLIN},
+            {.fd = sfd, .events = POLLIN},
+        };
+        if (poll(p, 3, -1) < 0 && errno != EINTR)
+            return;
+        if (p[0].revents & POLLOUT && ws_client_flush(ws) < 0) {
+            run->failed = true;
+            return;
+        }
+        if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+            ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+            if (n > 0) {
+                ws_client_send(ws, WSC_BINARY, buf, (size_t)n);
+            } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+                stdin_open = false;
+                ws_client_send(ws, WSC_TEXT, "{\"type\":\"eof\"}", 14);
+            }
+        }
+        if (p[2].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+                if (si.ssi_signo == SIGWINCH) {
+                    send_resize(ws);
+                } else { /* SIGTERM/SIGHUP to lanectl: leave, the shell gets SIGHUP */
+                    ws_client_send(ws, WSC_CLOSE, "\x03\xe9", 2);
+                    ws_client_flush(ws);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+int cmd_shell(lanectl_t *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"user", required_argument, NULL, 'u'},   {"workdir", required_argument, NULL, 'w'},
+        {"shell", required_argument, NULL, 'S'},  {"attach", required_argument, NULL, 'A'},
+        LANECTL_COMMON_OPTS,                      {NULL, 0, NULL, 0}};
+    const char *user = NULL, *cwd = NULL, *shell = NULL, *attach = NULL;
+    int opt;
+    optind = 0;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, "+hu:w:", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'h': fputs(usage, stdout); return EXIT_OK;
+        case 'u': user = optarg; break;
+        case 'w': cwd = optarg; break;
+        case 'S': shell = optarg; break;
+        case 'A': attach = optarg; break;
+        default:
+            if (!lanectl_common_opt(ctx, opt, optarg))
+                return lanectl_usage_error(usage, "shell: unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind != argc - 1 || !lanectl_valid_name(argv[optind]))
+        return lanectl_usage_error(usage, "shell: expected one valid lane NAME");
+    const char *lane = argv[optind];
+
+    bool tty = isatty(STDIN_FILENO);
+    struct winsize w = {.ws_row = 24, .ws_col = 80};
+    if (tty && (ioctl(STDIN_FILENO, TIOCGWINSZ, &w) < 0 || !w.ws_row)) {
+        w.ws_row = 24;
+        w.ws_col = 80;
+    }
+    char *path = NULL;
+    if (attach) {
+        char *esc = url_escape(attach), *base = client_lane_path(lane, "execs");
+        if (esc && base && asprintf(&path, "%s/%s/attach", base, esc) < 0)
+            path = NULL;
+        free(esc);
+        free(base);
+    } else {
+        const char *term = getenv("TERM");
+        char *q = NULL, *eu = url_escape(user ? user : ""), *ew = url_escape(cwd ? cwd : ""),
+             *es = url_escape(shell ? shell : ""), *et = url_escape(term && *term ? term : "xterm-256color");
+        if (eu && ew && es && et &&
+            asprintf(&q, "?rows=%u&cols=%u&term=%s%s%s%s%s%s%s", w.ws_row, w.ws_col, et, user ? "&user=" : "", eu,
+                     cwd ? "&cwd=" : "", ew, shell ? "&shell=" : "", es) >= 0) {
+            char *base = client_lane_path(lane, "shell");
+            if (base && asprintf(&path, "%s%s", base, q) < 0)
+                path = NULL;
+            free(base);
+        }
+        free(q);
+        free(eu);
+        free(ew);
+        free(es);
+        free(et);
+    }
+    if (!path) {
+        lanectl_err("out of memory");
+        return EXIT_ERROR;
+    }
+    ws_client_t *ws = NULL;
+    long status = 0;
+    int r = ws_client_connect(ctx, path, &ws, &status);
+    free(path);
+    if (r < 0)
+        return EXIT_ERROR;
+
+    sigset_t mask, old;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGWINCH);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGHUP);
+    sigprocmask(SIG_BLOCK, &mask, &old);
+    int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+
+    struct termios saved;
+    bool raw = tty && tcgetattr(STDIN_FILENO, &saved) == 0;
+    if (raw) {
+        struct termios t = saved;
+        cfmakeraw(&t);
+        tcsetattr(STDIN_FILENO, TCSANOW, &t);
+    }
+    if (attach && tty)
+        send_resize(ws);
+    shell_run_t run = {0};
+    shell_loop(ws, &run, sfd);
+    if (raw)
+        tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+    if (sfd >= 0)
+        close(sfd);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    ws_client_free(ws);
+
+    int ret;
+    if (run.final) {
+        const char *t = lanectl_jstr(run.final, "type");
+        json_object *wrap = json_object_new_object();
+        if (t && !strcmp(t, "exit")) {
+            json_object_object_del(run.final, "type");
+            json_object_object_add(wrap, "exit", json_object_get(run.final));
+        } else {
+            json_object_object_add(wrap, "error", json_object_get(run.final));
+        }
+        ret = exec_result_exit_code(wrap);
+        json_object_put(wrap);
+        json_object_put(run.final);
+    } else {
+        if (!run.failed)
+            lanectl_err("the shell connection ended without an exit status (close code %d)",
+                        run.closed ? run.close_code : 1006);
+        ret = EXIT_ERROR;
+    }
+    return ret;
+}

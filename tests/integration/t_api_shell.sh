@@ -1,0 +1,224 @@
+#!/bin/sh
+# Interactive shells over WebSocket against a real lane, with an independent
+# WebSocket client (python3, raw socket, written here — not lanesd's code):
+# PTY size and resize, TERM, Ctrl-C through the PTY, exit status and the
+# close handshake, attach to an exec session with stdin, SIGHUP when the
+# socket goes away, protocol errors; then `lanectl shell` under a real PTY.
+set -eu
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lanes.sh"
+need_cmd python3
+
+test_tmpdir
+cat >"$T/ws.py" <<'EOF'
+import base64, json, os, socket, struct, sys, time
+
+class WS:
+    def __init__(self, sock_path, path):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.settimeout(60)
+        self.s.connect(sock_path)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.s.sendall((f"GET {path} HTTP/1.1\r\nHost: lanes\r\nUpgrade: websocket\r\n"
+                        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                        "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            d = self.s.recv(4096)
+            if not d:
+                raise SystemExit("EOF during handshake: %r" % self.buf)
+            self.buf += d
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        self.status = int(head.split()[1])
+        self.head = head.decode()
+        if self.status == 101:
+            import hashlib
+            want = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+            assert ("Sec-WebSocket-Accept: " + want) in self.head, self.head
+        self.out = b""
+
+    def send(self, op, data):
+        if isinstance(data, str):
+            data = data.encode()
+        mask = os.urandom(4)
+        n = len(data)
+        h = bytes([0x80 | op])
+        if n < 126: h += bytes([0x80 | n])
+        elif n < 65536: h += bytes([0x80 | 126]) + struct.pack(">H", n)
+        else: h += bytes([0x80 | 127]) + struct.pack(">Q", n)
+        self.s.sendall(h + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+    def ctl(self, **kw): self.send(1, json.dumps(kw))
+    def stdin(self, text): self.send(2, text)
+
+    def _need(self, n):
+        while len(self.buf) < n:
+            d = self.s.recv(65536)
+            if not d:
+                raise EOFError()
+            self.buf += d
+        r, self.buf = self.buf[:n], self.buf[n:]
+        return r
+
+    def frame(self):
+        b0, b1 = self._need(2)
+        assert not (b1 & 0x80), "server frame masked"
+        n = b1 & 0x7f
+        if n == 126: n = struct.unpack(">H", self._need(2))[0]
+        elif n == 127: n = struct.unpack(">Q", self._need(8))[0]
+        return b0 & 0x0f, self._need(n)
+
+    def until(self, needle, timeout=60):
+        """Read until needle shows up in the output; returns control messages seen."""
+        end = time.time() + timeout
+        ctls = []
+        while needle.encode() not in self.out:
+            if time.time() > end:
+                raise SystemExit("timeout waiting for %r; output so far %r" % (needle, self.out[-500:]))
+            op, d = self.frame()
+            if op == 2: self.out += d
+            elif op == 1: ctls.append(json.loads(d))
+            elif op == 8: raise SystemExit("closed while waiting for %r: %r; output %r" % (needle, d, self.out[-500:]))
+        return ctls
+
+    def until_exit(self):
+        """Read to the exit message and the close frame; returns (exit message, close code)."""
+        ex = None
+        while True:
+            op, d = self.frame()
+            if op == 2: self.out += d
+            elif op == 1:
+                m = json.loads(d)
+                if m["type"] in ("exit", "error"): ex = m
+            elif op == 8:
+                code = struct.unpack(">H", d[:2])[0] if len(d) >= 2 else 1005
+                self.send(8, d[:2])
+                return ex, code
+
+def started(ws):
+    op, d = ws.frame()
+    m = json.loads(d)
+    assert op == 1 and m["type"] == "started", (op, d)
+    return m["id"]
+
+sock, scenario = sys.argv[1], sys.argv[2]
+lane = sys.argv[3] if len(sys.argv) > 3 else "sh"
+if scenario == "shell":
+    ws = WS(sock, f"/v1/lanes/{lane}/shell?rows=30&cols=100")
+    assert ws.status == 101, ws.head
+    started(ws)
+    ws.stdin("stty size; echo TERM=$TERM\n")
+    ws.until("30 100")
+    ws.until("TERM=xterm-256color")
+    ws.ctl(type="resize", rows=41, cols=132)
+    ws.stdin("stty size\n")
+    ws.until("41 132")
+    # Ctrl-C through the PTY interrupts the foreground job, not the shell
+    # (the PTY echoes what we type: expected output is computed, never typed)
+    ws.stdin("sleep 100; echo not-$((2+3))\n")
+    time.sleep(1.5)
+    ws.stdin("\x03")
+    ws.stdin("echo after-$((6*7))\n")
+    ws.until("after-42")
+    assert b"not-5" not in ws.out
+    # a 200 KB burst of output arrives complete
+    ws.stdin("head -c 200000 /dev/zero | tr '\\0' y; echo; echo burst-$((10+1))\n")
+    ws.until("burst-11")
+    assert ws.out.count(b"y") >= 200000, ws.out.count(b"y")
+    ws.stdin("exit 7\n")
+    ex, code = ws.until_exit()
+    assert ex == {"type": "exit", "exit_code": 7, "signal": None, "timed_out": False}, ex
+    assert code == 1000, code
+    print("shell ok")
+elif scenario == "hangup":
+    ws = WS(sock, f"/v1/lanes/{lane}/shell")
+    started(ws)
+    ws.stdin("echo pid=$$\n")
+    import re
+    while not re.search(rb"pid=(\d+)", ws.out):
+        op, d = ws.frame()
+        if op == 2: ws.out += d
+    print(re.search(rb"pid=(\d+)", ws.out).group(1).decode())
+    ws.s.close()  # no close frame: a dropped client
+elif scenario == "attach":
+    xid = sys.argv[4]
+    ws = WS(sock, f"/v1/lanes/{lane}/execs/{xid}/attach")
+    assert ws.status == 101, ws.head
+    assert started(ws) == xid
+    ws.stdin("hello\n")
+    ws.until("got hello")
+    ex, code = ws.until_exit()
+    assert ex["exit_code"] == 3 and code == 1000, (ex, code)
+    print("attach ok")
+elif scenario == "errors":
+    ws = WS(sock, f"/v1/lanes/nope/shell")
+    assert ws.status == 404, ws.head
+    ws = WS(sock, f"/v1/lanes/{lane}/execs/x999999/attach")
+    assert ws.status == 404, ws.head
+    ws = WS(sock, f"/v1/lanes/{lane}/shell")
+    started(ws)
+    ws.ctl(type="bogus")
+    ex, code = ws.until_exit()
+    assert code == 1003, code
+    print("errors ok")
+EOF
+
+lanes_start
+lanes_image minimal
+lc create sh --image minimal --disk 1 >/dev/null
+lc boot sh >/dev/null
+
+log "shell: PTY size, resize, TERM, Ctrl-C, 200 KB burst, exit status"
+python3 "$T/ws.py" "$LANES_SOCKET" shell sh || fail "shell scenario"
+
+log "errors: unknown lane/exec, bad control message"
+python3 "$T/ws.py" "$LANES_SOCKET" errors sh || fail "errors scenario"
+
+log "attach to an exec session with stdin"
+api POST /v1/lanes/sh/execs -H 'Content-Type: application/json' \
+    -d '{"argv":["sh","-c","read x; echo got $x; exit 3"],"stdin":true}' >"$T/exec.json"
+[ "$API_STATUS" = 201 ] || fail "create exec: $API_STATUS $(cat "$T/exec.json")"
+id=$(json_field id <"$T/exec.json")
+python3 "$T/ws.py" "$LANES_SOCKET" attach sh "$id" || fail "attach scenario"
+
+log "a dropped client hangs up its shell"
+pid=$(python3 "$T/ws.py" "$LANES_SOCKET" hangup sh) || fail "hangup scenario"
+[ -n "$pid" ] || fail "no shell pid"
+gone() { ! lc exec sh -- kill -0 "$pid" 2>/dev/null; }
+wait_for 20 gone || fail "shell $pid still running after its WebSocket dropped"
+
+log "lanectl shell under a real PTY"
+python3 - "$LANES_BUILD/bin/lanectl" "$LANES_SOCKET" <<'EOF' || fail "lanectl shell"
+import os, pty, sys, time, select, fcntl, termios, struct
+lanectl, sock = sys.argv[1], sys.argv[2]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(lanectl, [lanectl, "--socket", sock, "shell", "sh"])
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
+out = b""
+def until(needle, t=60):
+    global out
+    end = time.time() + t
+    while needle not in out:
+        if time.time() > end:
+            raise SystemExit("timeout waiting for %r in %r" % (needle, out[-400:]))
+        r, _, _ = select.select([fd], [], [], 1)
+        if r:
+            try:
+                out += os.read(fd, 65536)
+            except OSError:
+                raise SystemExit("lanectl ended early: %r" % out[-400:])
+os.write(fd, b"stty size\n")
+until(b"33 111")
+# SIGWINCH on the local terminal reaches the guest PTY
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+os.kill(pid, 28)
+time.sleep(1)
+os.write(fd, b"stty size\n")
+until(b"50 160")
+os.write(fd, b"exit 5\n")
+_, st = os.waitpid(pid, 0)
+assert os.WIFEXITED(st) and os.WEXITSTATUS(st) == 5, st
+print("lanectl shell ok")
+EOF
+log "ok"
