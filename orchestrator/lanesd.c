@@ -42,6 +42,8 @@ static void usage(FILE *f)
             "  --kernel PATH        guest kernel (default: built by rootfs/lanes-rootfs)\n"
             "  --initrd PATH        guest initramfs (default: built by rootfs/lanes-rootfs)\n"
             "  --accel auto|kvm|tcg accelerator (default auto: KVM only with real hardware support)\n"
+            "  --listen-tcp HOST:PORT  also serve the API on TCP (requires --tokens)\n"
+            "  --tokens FILE        bearer tokens for TCP, lines \"admin TOKEN\" or \"read-only TOKEN\"\n"
             "  --version, --help\n");
 }
 
@@ -96,8 +98,10 @@ int main(int argc, char **argv)
         {"state-dir", required_argument, NULL, 's'}, {"socket", required_argument, NULL, 'S'},
         {"boot-timeout", required_argument, NULL, 'b'}, {"kernel", required_argument, NULL, 'k'},
         {"initrd", required_argument, NULL, 'i'}, {"accel", required_argument, NULL, 'a'},
-        {"version", no_argument, NULL, 'V'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
+        {"version", no_argument, NULL, 'V'}, {"help", no_argument, NULL, 'h'},
+        {"listen-tcp", required_argument, NULL, 'L'}, {"tokens", required_argument, NULL, 'K'}, {NULL, 0, NULL, 0},
     };
+    const char *listen_tcp = NULL, *tokens_file = NULL; /* auth.c */
     lanesd_t d;
     memset(&d, 0, sizeof(d));
     d.boot_timeout_ms = 120000;
@@ -120,6 +124,8 @@ int main(int argc, char **argv)
         case 'k': snprintf(d.kernel, sizeof(d.kernel), "%s", optarg); break;
         case 'i': snprintf(d.initrd, sizeof(d.initrd), "%s", optarg); break;
         case 'a': accel_opt = optarg; break;
+        case 'L': listen_tcp = optarg; break;
+        case 'K': tokens_file = optarg; break;
         case 'V': printf("lanesd %s\n", LANES_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -205,6 +211,18 @@ int main(int argc, char **argv)
     api_files_register(&d);
     api_images_register(&d);
     api_shell_register(&d);
+    auth_t *auth = NULL;
+    if (listen_tcp) {
+        if (!tokens_file) {
+            fprintf(stderr, "lanesd: --listen-tcp requires --tokens FILE\n");
+            return 2;
+        }
+        if (auth_load_tokens(tokens_file, &auth, err, sizeof(err)) < 0) {
+            fprintf(stderr, "lanesd: %s\n", err);
+            return 1;
+        }
+        http_server_set_auth(d.http, auth_check_request, auth);
+    }
 
     if (db_lanes_load(&d) < 0) {
         fprintf(stderr, "lanesd: cannot load lanes from the state database\n");
@@ -215,10 +233,35 @@ int main(int argc, char **argv)
         vm_lane_recover(l);
     }
 
+    if (auth_check_socket_dir(d.socket_path, err, sizeof(err)) < 0) {
+        fprintf(stderr, "lanesd: refusing to serve: %s\n", err);
+        return 1;
+    }
     r = http_server_listen_unix(d.http, d.socket_path, 0600);
     if (r < 0) {
         fprintf(stderr, "lanesd: listen on %s: %s\n", d.socket_path, strerror(-r));
         return 1;
+    }
+    if (auth_check_socket(d.socket_path, err, sizeof(err)) < 0) {
+        fprintf(stderr, "lanesd: refusing to serve: %s\n", err);
+        unlink(d.socket_path);
+        return 1;
+    }
+    if (listen_tcp) {
+        char host[256];
+        const char *colon = strrchr(listen_tcp, ':');
+        int port = colon ? atoi(colon + 1) : 0;
+        snprintf(host, sizeof(host), "%.*s", colon ? (int)(colon - listen_tcp) : 0, listen_tcp);
+        if (host[0] == '[' && host[strlen(host) - 1] == ']') { /* [::1]:PORT */
+            memmove(host, host + 1, strlen(host));
+            host[strlen(host) - 1] = '\0';
+        }
+        r = http_server_listen_tcp(d.http, host, port);
+        if (r < 0) {
+            fprintf(stderr, "lanesd: listen on TCP %s: %s\n", listen_tcp, strerror(-r));
+            return 1;
+        }
+        util_log("also serving on TCP %s (bearer tokens from %s)", listen_tcp, tokens_file);
     }
     uv_signal_init(d.loop, &d.sigterm);
     uv_signal_init(d.loop, &d.sigint);

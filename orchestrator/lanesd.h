@@ -184,6 +184,17 @@ int api_exec_resize(exec_session_t *s, uint16_t rows, uint16_t cols);
 int api_exec_signal(exec_session_t *s, int sig);
 void api_shell_register(lanesd_t *d);
 
+/* ---- auth.c ------------------------------------------------------------------------ */
+typedef struct auth auth_t;
+/* Load "SCOPE TOKEN" lines (scopes admin, read-only); the file must be 0600. */
+int auth_load_tokens(const char *path, auth_t **out, char *err, size_t errlen);
+void auth_free(auth_t *a);
+/* http_auth_fn: unix-socket requests pass; TCP needs a bearer token. */
+int auth_check_request(http_req_t *req, void *ud);
+/* Refuse a socket directory others can write, or a socket not 0600/ours. */
+int auth_check_socket_dir(const char *socket_path, char *err, size_t errlen);
+int auth_check_socket(const char *socket_path, char *err, size_t errlen);
+
 /* Respond with the standard error for "lane not found / not running". */
 lane_rt_t *api_lane_or_404(lanesd_t *d, http_req_t *req);
 lane_rt_t *api_running_lane_or_409(lanesd_t *d, http_req_t *req);
