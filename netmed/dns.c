@@ -113,7 +113,7 @@ int dns_build_response(uint8_t *buf, size_t cap, const uint8_t *qpkt, const dns_
     /* QR=1, opcode 0, AA=1, RD copied, RA=1. */
     uint16_t flags = 0x8000 | 0x0400 | (q->flags & 0x0100) | 0x0080 | (uint16_t)(rcode & 0xf);
     wr16(buf + 2, flags);
-    wr16(buf + 4, 1);
+    wr16(buf + 4, q->question_len ? 1 : 0);
     memcpy(buf + HDR, qpkt + HDR, q->question_len);
     size_t off = need;
     uint16_t an = 0;
