@@ -69,6 +69,9 @@ struct exec_session {
     int cap_trunc[2];
     uv_timer_t orphan;
     int orphan_armed;
+    /* "max_output_bytes": output beyond it is dropped and the process killed */
+    uint64_t max_output, out_total;
+    int output_capped;
     /* external reader (api_exec_attach), exclusive with out_req */
     const api_exec_reader_t *reader;
     void *reader_ud;
@@ -241,7 +244,10 @@ static void stream_finish(exec_session_t *s)
         o = error_json(s->exit.error, s->exit.message);
     else {
         o = json_object_new_object();
-        json_object_object_add(o, "exit", exit_json(&s->exit));
+        json_object *x = exit_json(&s->exit);
+        if (s->output_capped)
+            json_object_object_add(x, "output_limit_exceeded", json_object_new_boolean(1));
+        json_object_object_add(o, "exit", x);
     }
     http_req_stream_json(s->out_req, o);
     http_req_stream_end(s->out_req);
@@ -280,6 +286,8 @@ static void finish_buffered(exec_session_t *s)
         json_object_object_add(o, "stderr", json_text(s->cap[1] ? s->cap[1] : "", s->cap_len[1]));
         json_object_object_add(o, "stdout_truncated", json_object_new_boolean(s->cap_trunc[0]));
         json_object_object_add(o, "stderr_truncated", json_object_new_boolean(s->cap_trunc[1]));
+        if (s->output_capped)
+            json_object_object_add(o, "output_limit_exceeded", json_object_new_boolean(1));
         http_req_respond_json(s->reply, 200, o);
     }
     s->reply = NULL;
@@ -297,6 +305,22 @@ static void on_exec_started(agent_exec_t *e, uint32_t pid, void *ud)
 static void on_exec_output(agent_exec_t *e, int fd, const uint8_t *data, size_t len, void *ud)
 {
     exec_session_t *s = ud;
+    if (s->max_output) { /* stdout + stderr together */
+        if (s->output_capped) {
+            agent_exec_ack(e, len);
+            return;
+        }
+        if (len > s->max_output - s->out_total) {
+            size_t keep = (size_t)(s->max_output - s->out_total);
+            agent_exec_ack(e, len - keep); /* the dropped part; the rest is acked below */
+            len = keep;
+            s->output_capped = 1;
+            agent_exec_signal(e, SIGKILL);
+        }
+        s->out_total += len;
+        if (!len)
+            return;
+    }
     if (s->buffered) {
         int i = fd == 2 ? 1 : 0;
         size_t room = EXEC_CAPTURE_CAP - s->cap_len[i];
@@ -597,6 +621,21 @@ oom:
     return -1;
 }
 
+/* Optional "max_output_bytes" (>= 1); on error responds 400, returns -1. */
+static int parse_max_output(http_req_t *req, json_object *body, uint64_t *max)
+{
+    json_object *v;
+    *max = 0;
+    if (!json_object_object_get_ex(body, "max_output_bytes", &v) || json_object_is_type(v, json_type_null))
+        return 0;
+    if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 1) {
+        http_req_respond_error(req, 400, "invalid", "'max_output_bytes' must be a positive integer");
+        return -1;
+    }
+    *max = (uint64_t)json_object_get_int64(v);
+    return 0;
+}
+
 static exec_session_t *session_new(lane_rt_t *l)
 {
     exec_session_t *s = calloc(1, sizeof(*s));
@@ -640,6 +679,9 @@ static void h_exec_buffered(http_req_t *req, void *ctx)
         return;
     agent_exec_opts_t o;
     argvec_t a;
+    uint64_t max_output;
+    if (parse_max_output(req, body, &max_output) < 0)
+        return;
     if (parse_exec_opts(req, body, &o, &a, 0) < 0)
         return;
     json_object *in;
@@ -655,6 +697,7 @@ static void h_exec_buffered(http_req_t *req, void *ctx)
         return;
     }
     s->buffered = 1;
+    s->max_output = max_output;
     s->reply = req;
     if (session_start(s, req, &o) < 0) {
         argvec_free(&a);
@@ -685,6 +728,9 @@ static void h_exec_create(http_req_t *req, void *ctx)
         return;
     agent_exec_opts_t o;
     argvec_t a;
+    uint64_t max_output;
+    if (parse_max_output(req, body, &max_output) < 0)
+        return;
     if (parse_exec_opts(req, body, &o, &a, 1) < 0)
         return;
     exec_session_t *s = session_new(l);
@@ -694,6 +740,7 @@ static void h_exec_create(http_req_t *req, void *ctx)
         return;
     }
     s->want_stdin = o.stdin_open;
+    s->max_output = max_output;
     int r = session_start(s, req, &o);
     argvec_free(&a);
     if (r < 0) {

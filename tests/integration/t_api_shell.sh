@@ -4,6 +4,7 @@
 # PTY size and resize, TERM, Ctrl-C through the PTY, exit status and the
 # close handshake, attach to an exec session with stdin, SIGHUP when the
 # socket goes away, protocol errors; then `lanectl shell` under a real PTY.
+# Also exec's max_output_bytes cap (buffered and streaming).
 set -eu
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lanes.sh"
@@ -186,6 +187,32 @@ pid=$(python3 "$T/ws.py" "$LANES_SOCKET" hangup sh) || fail "hangup scenario"
 [ -n "$pid" ] || fail "no shell pid"
 gone() { ! lc exec sh -- kill -0 "$pid" 2>/dev/null; }
 wait_for 20 gone || fail "shell $pid still running after its WebSocket dropped"
+
+log "exec output caps: max_output_bytes drops the rest and kills the process"
+s0=$(date +%s)
+api POST /v1/lanes/sh/exec -H 'Content-Type: application/json' \
+    -d '{"argv":["sh","-c","head -c 1000000 /dev/zero | tr \"\\0\" z; sleep 60"],"max_output_bytes":1000}' >"$T/cap.json"
+[ "$API_STATUS" = 200 ] || fail "capped exec: $API_STATUS $(cat "$T/cap.json")"
+python3 - "$T/cap.json" <<'PY' || fail "capped buffered exec"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert len(r["stdout"]) == 1000 and set(r["stdout"]) == {"z"}, len(r["stdout"])
+assert r.get("output_limit_exceeded") is True and r["signal"] == 9, r
+PY
+[ $(($(date +%s) - s0)) -lt 30 ] || fail "capped exec was not killed promptly"
+api POST /v1/lanes/sh/execs -H 'Content-Type: application/json' \
+    -d '{"argv":["sh","-c","head -c 300000 /dev/zero; echo more >&2; sleep 60"],"max_output_bytes":5000}' >"$T/x.json"
+id=$(json_field id <"$T/x.json")
+api GET "/v1/lanes/sh/execs/$id/output" >"$T/out.ndjson"
+python3 - "$T/out.ndjson" <<'PY' || fail "capped streaming exec"
+import base64, json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+n = sum(len(base64.b64decode(l["data"])) for l in lines if "data" in l)
+assert n == 5000, n
+assert lines[-1]["exit"]["output_limit_exceeded"] is True, lines[-1]
+PY
+api POST /v1/lanes/sh/exec -H 'Content-Type: application/json' -d '{"argv":["true"],"max_output_bytes":0}' >/dev/null
+[ "$API_STATUS" = 400 ] || fail "max_output_bytes 0 accepted: $API_STATUS"
 
 log "lanectl shell under a real PTY"
 python3 - "$LANES_BUILD/bin/lanectl" "$LANES_SOCKET" <<'EOF' || fail "lanectl shell"
