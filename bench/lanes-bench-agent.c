@@ -3,8 +3,9 @@
  * the exec round trip without lanesd, HTTP or lanectl in the path.
  *
  *   lanes-bench-agent SOCKET hello          handshake, print the HELLO as JSON
- *   lanes-bench-agent SOCKET rtt N          N pings, then N sequential execs of
- *                                           `true`; print samples + medians (JSON)
+ *   lanes-bench-agent SOCKET rtt N [CMD...] N pings, then N sequential execs of
+ *                                           CMD (default `true`); print samples
+ *                                           and medians (JSON)
  *   lanes-bench-agent SOCKET exec CMD...    run CMD, copy its output, exit with
  *                                           its exit code (128+signal if killed)
  *
@@ -37,11 +38,12 @@ typedef struct {
     uv_timer_t watchdog;
     agent_t *agent;
     bench_mode_t mode;
-    const char *const *exec_argv;
+    const char *const *exec_argv; /* exec: the command; rtt: the timed command */
     int runs;
     int done_pings, done_execs;
     uint64_t t0;            /* uv_hrtime() when the current sample started */
     uint64_t *ping_ns, *exec_ns;
+    uint64_t *started_ns;   /* rtt: request → EXEC_STARTED (guest fork+exec done) */
     agent_hello_t hello;
     int exit_code;          /* process exit code when the loop ends */
     int finished;
@@ -88,14 +90,27 @@ static void rtt_report(bench_t *b)
     print_samples("ping_us", b->ping_ns, b->runs);
     printf(",");
     print_samples("exec_us", b->exec_ns, b->runs);
-    double pm = median_us(b->ping_ns, b->runs), em = median_us(b->exec_ns, b->runs);
-    printf(",\"ping_median_us\":%.1f,\"exec_median_us\":%.1f,\"exec_min_us\":%.1f,\"exec_max_us\":%.1f}\n", pm, em,
-           (double)b->exec_ns[0] / 1000.0, (double)b->exec_ns[b->runs - 1] / 1000.0);
+    printf(",");
+    print_samples("started_us", b->started_ns, b->runs);
+    double pm = median_us(b->ping_ns, b->runs), sm = median_us(b->started_ns, b->runs);
+    double em = median_us(b->exec_ns, b->runs);
+    printf(",\"ping_median_us\":%.1f,\"started_median_us\":%.1f,\"exec_median_us\":%.1f,"
+           "\"exec_min_us\":%.1f,\"exec_max_us\":%.1f}\n",
+           pm, sm, em, (double)b->exec_ns[0] / 1000.0, (double)b->exec_ns[b->runs - 1] / 1000.0);
 }
 
 /* ---- exec of `true` (rtt) and of a user command (exec) ------------------------------- */
 
 static void rtt_next(bench_t *b);
+
+static void on_exec_started(agent_exec_t *e, uint32_t pid, void *ud)
+{
+    bench_t *b = ud;
+    (void)e;
+    (void)pid;
+    if (b->mode == MODE_RTT && b->done_execs < b->runs)
+        b->started_ns[b->done_execs] = uv_hrtime() - b->t0;
+}
 
 static void on_exec_output(agent_exec_t *e, int fd, const uint8_t *data, size_t len, void *ud)
 {
@@ -123,8 +138,8 @@ static void on_exec_exit(agent_exec_t *e, const agent_exit_t *x, void *ud)
     }
     uint64_t dt = uv_hrtime() - b->t0;
     if (x->error || !x->exited || x->code != 0) {
-        fprintf(stderr, "lanes-bench-agent: `true` did not exit 0: %s (exited %d code %d signal %d)\n",
-                x->error ? x->message : "-", x->exited, x->code, x->term_signal);
+        fprintf(stderr, "lanes-bench-agent: %s did not exit 0: %s (exited %d code %d signal %d)\n",
+                b->exec_argv[0], x->error ? x->message : "-", x->exited, x->code, x->term_signal);
         bench_finish(b, 1);
         return;
     }
@@ -132,7 +147,7 @@ static void on_exec_exit(agent_exec_t *e, const agent_exit_t *x, void *ud)
     rtt_next(b);
 }
 
-static const agent_exec_callbacks_t exec_cbs = {NULL, on_exec_output, NULL, on_exec_exit};
+static const agent_exec_callbacks_t exec_cbs = {on_exec_started, on_exec_output, NULL, on_exec_exit};
 
 static int exec_start(bench_t *b, const char *const *argv)
 {
@@ -161,13 +176,12 @@ static void on_ping(agent_t *a, int err, const char *msg, void *ud)
 /* Start the next sample: pings first, then execs, then report. */
 static void rtt_next(bench_t *b)
 {
-    static const char *const true_argv[] = {"true", NULL};
     int r;
     b->t0 = uv_hrtime();
     if (b->done_pings < b->runs) {
         r = agent_ping(b->agent, on_ping, b);
     } else if (b->done_execs < b->runs) {
-        r = exec_start(b, true_argv);
+        r = exec_start(b, b->exec_argv);
     } else {
         rtt_report(b);
         bench_finish(b, 0);
@@ -226,7 +240,7 @@ static void on_watchdog(uv_timer_t *t)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: lanes-bench-agent [--timeout SEC] SOCKET hello\n"
-               "       lanes-bench-agent [--timeout SEC] SOCKET rtt N\n"
+               "       lanes-bench-agent [--timeout SEC] SOCKET rtt N [CMD [ARGS...]]\n"
                "       lanes-bench-agent [--timeout SEC] SOCKET exec CMD [ARGS...]\n");
 }
 
@@ -252,7 +266,7 @@ int main(int argc, char **argv)
     const char *cmd = argv[i + 1];
     if (!strcmp(cmd, "hello") && argc - i == 2) {
         b.mode = MODE_HELLO;
-    } else if (!strcmp(cmd, "rtt") && argc - i == 3) {
+    } else if (!strcmp(cmd, "rtt") && argc - i >= 3) {
         b.mode = MODE_RTT;
         char *end;
         long n = strtol(argv[i + 2], &end, 10);
@@ -263,7 +277,10 @@ int main(int argc, char **argv)
         b.runs = (int)n;
         b.ping_ns = calloc((size_t)n, sizeof(uint64_t));
         b.exec_ns = calloc((size_t)n, sizeof(uint64_t));
-        if (!b.ping_ns || !b.exec_ns) {
+        b.started_ns = calloc((size_t)n, sizeof(uint64_t));
+        static const char *const true_argv[] = {"true", NULL};
+        b.exec_argv = argc - i > 3 ? (const char *const *)&argv[i + 3] : true_argv;
+        if (!b.ping_ns || !b.exec_ns || !b.started_ns) {
             fprintf(stderr, "lanes-bench-agent: out of memory\n");
             return 1;
         }
@@ -299,6 +316,7 @@ int main(int argc, char **argv)
     uv_loop_close(&b.loop);
     free(b.ping_ns);
     free(b.exec_ns);
+    free(b.started_ns);
     fflush(stdout);
     return b.exit_code;
 }
