@@ -237,7 +237,7 @@ static void audit_conn(conn_t *c, bool allow)
     if (allow) {
         json_object_object_add(o, "up", json_object_new_int64((int64_t)c->up));
         json_object_object_add(o, "down", json_object_new_int64((int64_t)c->down));
-        json_object_object_add(o, "ms", json_object_new_double(ms_since(&c->t0)));
+        json_object_object_add(o, "us", json_object_new_int64((int64_t)(ms_since(&c->t0) * 1000)));
     }
     audit_emit(c->m->audit, o);
 }
@@ -836,6 +836,7 @@ static int http_exchange(conn_t *c, bool tls)
         goto io;
     if (ep_write(&c->u, out.s, out.len) < 0)
         goto io;
+    c->up += out.len;
     sb_free(&out);
 
     secret_filter_t scan;
@@ -887,6 +888,7 @@ static int http_exchange(conn_t *c, bool tls)
     if (ep_write(&c->g, c->u.buf + c->u.off, (size_t)hl) < 0)
         goto io;
     c->u.off += (size_t)hl;
+    c->down += (uint64_t)hl;
     if (resp.status == 101) {
         if (!req.upgrade) {
             log.reason = "101 without an upgrade request";

@@ -1,0 +1,98 @@
+#!/bin/sh
+# t_net_secrets — secret injection and exfiltration attempts through netmed.
+# The guest holds only a placeholder. netmed substitutes the real value in
+# headers to the secret's host over intercepted TLS, masks the value in
+# everything an echoing server sends back, and blocks (and audits) the
+# placeholder anywhere else: another host, the URL, the body (even split
+# across chunks), plain HTTP, a non-intercepted connection.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/netlib.sh"
+net_setup
+
+REAL=ghp_RealValue_0123456789_abcdefXYZ
+PH=lanes-secret-GH-4f9c2a7d1e3b5a60
+cat >"$T/secrets.json" <<JSON
+{"secrets": [{"name": "GH", "value": "$REAL", "placeholder": "$PH", "hosts": ["api.lanes.test"]}]}
+JSON
+chmod 600 "$T/secrets.json"
+cat >"$T/policy.json" <<'JSON'
+{"dns": {"mode": "synthetic"},
+ "allow": [{"host": "api.lanes.test", "ports": [443, 80], "intercept": true},
+           {"host": "other.lanes.test", "ports": [443], "intercept": true},
+           {"cidr": "198.51.100.2/32", "ports": [8080]}]}
+JSON
+# a secrets file readable by others is refused
+chmod 644 "$T/secrets.json"
+if ip netns exec "$NS_H" "$NETMED" --netns "$NS_L" --policy "$T/policy.json" --ca-dir "$T/ca0" \
+    --secrets "$T/secrets.json" >"$T/out" 2>&1; then fail "netmed accepted a 0644 secrets file"; fi
+grep -q 'chmod 600' "$T/out" || { cat "$T/out"; fail "no reason for refusing the secrets file"; }
+chmod 600 "$T/secrets.json"
+net_start_netmed "$T/policy.json" --secrets "$T/secrets.json"
+CA=$NETMED_CA/ca.crt
+
+no_real() { # FILE...: the real value appears in none of them
+    if grep -l -- "$REAL" "$@"; then fail "real secret value found in $*"; fi
+}
+
+# 1. injection: the server gets the real value, the guest never sees it
+gcurl --cacert "$CA" -D "$T/h1" -H "Authorization: Bearer $PH" https://api.lanes.test/echo >"$T/b1" ||
+    fail "injected request failed"
+grep -q "Bearer $REAL" "$W/requests.log" || fail "server did not receive the real value"
+no_real "$T/h1" "$T/b1"
+grep -q 'Bearer \*\*\*\*' "$T/b1" || { cat "$T/b1"; fail "echoed value not masked in body"; }
+grep -qi 'X-Echo-Authorization: Bearer \*\*\*' "$T/h1" || { cat "$T/h1"; fail "echoed value not masked in header"; }
+log "ok: injected for api.lanes.test; echo masked (headers and body)"
+
+# 2. echo split across response chunks is still masked
+gcurl --cacert "$CA" -H "Authorization: $PH" https://api.lanes.test/stream >"$T/b2" || fail "/stream"
+no_real "$T/b2"
+grep -q '^start:\*\*\*\**:end$' "$T/b2" || { cat "$T/b2"; fail "chunked echo not masked"; }
+log "ok: chunk-split echo masked"
+
+# 3. an encoded (unscannable) response from a secret's host is refused
+code=$(gcurl --cacert "$CA" -o "$T/b3" -w '%{http_code}' -H "Authorization: $PH" https://api.lanes.test/gzip)
+[ "$code" = 502 ] || fail "gzip echo: HTTP $code"
+no_real "$T/b3"
+log "ok: encoded response refused"
+
+# 4..8 exfiltration attempts: each answered 403 and never forwarded
+: >"$W/requests.log"
+code=$(gcurl --cacert "$CA" -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $PH" https://other.lanes.test/)
+[ "$code" = 403 ] || fail "placeholder to another host: HTTP $code"
+code=$(gcurl --cacert "$CA" -o /dev/null -w '%{http_code}' "https://api.lanes.test/q?token=$PH")
+[ "$code" = 403 ] || fail "placeholder in URL: HTTP $code"
+code=$(gcurl --cacert "$CA" -o /dev/null -w '%{http_code}' --data-binary "x=1&token=$PH" https://api.lanes.test/post)
+[ "$code" = 403 ] || fail "placeholder in body: HTTP $code"
+code=$(gcurl -o /dev/null -w '%{http_code}' -H "Authorization: $PH" http://api.lanes.test/)
+[ "$code" = 403 ] || fail "placeholder over plain HTTP: HTTP $code"
+guest python3 - "$CA" "$PH" <<'PY' || fail "chunk-split placeholder in body was not refused"
+import http.client, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+c = http.client.HTTPSConnection("api.lanes.test", 443, context=ctx, timeout=10)
+ph = sys.argv[2].encode()
+try:
+    c.request("POST", "/chunks", body=iter([b"a=" + ph[:10], ph[10:20], ph[20:] + b"&b=2"]),
+              encode_chunked=True, headers={"Transfer-Encoding": "chunked"})
+    r = c.getresponse()
+    sys.exit(0 if r.status == 403 else "status %d" % r.status)
+except (ConnectionError, http.client.HTTPException):
+    sys.exit(0)  # connection cut is also a refusal
+PY
+# non-intercepted connection (CIDR rule): the placeholder in plain bytes cuts it
+if gcurl -o /dev/null -H "X-Token: $PH" http://198.51.100.2:8080/ 2>/dev/null; then
+    fail "placeholder over a spliced connection went through"
+fi
+if grep -F -- "$PH" "$W/requests.log"; then fail "a placeholder reached a server"; fi
+grep -q '"local": "203.0.113.11' "$W/requests.log" && fail "request to other.lanes.test was forwarded"
+log "ok: other host, URL, body, chunk-split body, plain HTTP, splice — all refused"
+
+# audit: names of secrets used, reasons for blocks, never the value
+audit_has '"ev":"http","decision":"allow".*"path":"/echo".*"secrets":\["GH"\]' || fail "secret use not audited"
+audit_has '"decision":"deny".*"reason":"placeholder for a secret not allowed to this host"' || fail "other-host block not audited"
+audit_has '"reason":"placeholder in the request target"' || fail "URL block not audited"
+audit_has '"reason":"placeholder in the request body"' || fail "body block not audited"
+audit_has '"reason":"placeholder over plain HTTP"' || fail "plain HTTP block not audited"
+audit_has '"reason":"placeholder sent on a connection where it may not be used"' || fail "splice block not audited"
+no_real "$NETMED_AUDIT" "$T/netmed.log"
+ps -eo args | grep -F -- "$REAL" | grep -v grep && fail "real value on a command line"
+log "PASS"
