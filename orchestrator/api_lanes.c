@@ -266,10 +266,8 @@ static void h_lane_stop(http_req_t *req, void *ctx)
 /* Remove the lane's disk and files and forget it. */
 static int lane_destroy(lanesd_t *d, lane_rt_t *l, char *msg, size_t msglen)
 {
-    char ref[64];
-    snprintf(ref, sizeof(ref), "disk/%s", l->id);
     char *err = NULL;
-    int r = store_ref_delete(d->store, ref, &err);
+    int r = api_snapshots_lane_removed(d, l->id, &err); /* disk + snapshots, then GC */
     if (r < 0 && r != -ENOENT) {
         snprintf(msg, msglen, "delete disk of lane %s: %s", l->name, err ? err : strerror(-r));
         free(err);

@@ -210,6 +210,7 @@ int main(int argc, char **argv)
     api_exec_register(&d);
     api_files_register(&d);
     api_images_register(&d);
+    api_snapshots_register(&d);
     api_shell_register(&d);
     auth_t *auth = NULL;
     if (listen_tcp) {

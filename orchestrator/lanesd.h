@@ -113,6 +113,7 @@ struct lanesd {
     uv_signal_t sigterm, sigint;
     uv_timer_t housekeeping; /* 1 s: lane TTL and idle auto-stop */
     int shutting_down;
+    struct snapshots *snapshots; /* api_snapshots.c state */
 };
 
 /* ---- db.c ------------------------------------------------------------------ */
@@ -162,6 +163,14 @@ void api_lanes_register(lanesd_t *d);
 void api_exec_register(lanesd_t *d);
 void api_files_register(lanesd_t *d);
 void api_images_register(lanesd_t *d);
+/* Snapshots, restore, fork, /v1/store (api_snapshots.c). */
+void api_snapshots_register(lanesd_t *d);
+/* Adds "parent" (image or LANE@SNAP it descends from) and "children". */
+void api_snapshots_lineage(const lane_rt_t *l, json_object *o);
+/* Delete the lane's disk and snapshot refs, then schedule a GC. */
+int api_snapshots_lane_removed(lanesd_t *d, const char *lane_id, char **err);
+/* The agent (re)connected: thaw a guest a dead lanesd left frozen. */
+void api_snapshots_agent_ready(lane_rt_t *l);
 /* Drop every exec session of a lane (lane stopped/failed). */
 void api_exec_lane_gone(lane_rt_t *l);
 /* External exec readers (api_shell.c's WebSocket; see api_exec.c). on_output

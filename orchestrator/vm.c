@@ -154,6 +154,7 @@ json_object *vm_lane_json(const lane_rt_t *l)
     char path[600];
     snprintf(path, sizeof(path), "%s/console.log", l->dir);
     json_object_object_add(o, "console_log", json_object_new_string(path));
+    api_snapshots_lineage(l, o);
     return o;
 }
 
@@ -578,6 +579,7 @@ static void on_agent_ready(agent_t *a, const agent_hello_t *hello, void *ud)
         vm_lane_set_state(l, LANE_EV_READY, NULL);
     } else {
         util_log("lane %s: agent reconnected", l->name);
+        api_snapshots_agent_ready(l);
     }
 }
 

@@ -6,6 +6,10 @@
 
 #include "lanectl.h"
 
+int cmd_snapshot(lanectl_t *ctx, int argc, char **argv); /* cmd_snapshot.c */
+int cmd_fork(lanectl_t *ctx, int argc, char **argv);     /* cmd_fork.c */
+int cmd_store(lanectl_t *ctx, int argc, char **argv);    /* cmd_store.c */
+
 static const struct {
     const char *name;
     int (*fn)(lanectl_t *, int, char **);
@@ -21,6 +25,9 @@ static const struct {
     {"shell", cmd_shell, "interactive shell in a lane (WebSocket, PTY)"},
     {"cp", cmd_cp, "copy files into or out of a lane"},
     {"image", cmd_image, "build, import, list and remove base images"},
+    {"snapshot", cmd_snapshot, "create, list, remove and restore lane snapshots"},
+    {"fork", cmd_fork, "new lane sharing a lane's snapshot or current state"},
+    {"store", cmd_store, "block store gc, verify and stats"},
     {"version", cmd_version, "show client and daemon versions"},
 };
 
