@@ -2,7 +2,8 @@
  *
  *   lanes-s3 OPTIONS mb
  *   lanes-s3 OPTIONS put KEY FILE            (FILE "-" = stdin)
- *   lanes-s3 OPTIONS get KEY [OFF LEN]       body to stdout
+ *   lanes-s3 OPTIONS get KEY [OFF LEN]       body to stdout (--sha256 HEX:
+ *                                            verify the whole object)
  *   lanes-s3 OPTIONS head KEY
  *   lanes-s3 OPTIONS rm KEY
  *   lanes-s3 OPTIONS ls [PREFIX]
@@ -14,7 +15,7 @@
  * Options: --endpoint URL --bucket B [--region R] [--path-style|--vhost]
  *   [--credentials-file F] [--profile P] [--resolve HOST:PORT:ADDR]
  *   [--attempts N] [--parallel N] [--backoff-ms N] [--backoff-cap-ms N]
- *   [--timeout-ms N] [--page N] [--checksum md5|sha256|both] [-v]
+ *   [--timeout-ms N] [--page N] [--checksum md5|sha256|both] [--sha256 HEX] [-v]
  * Credentials are read from the file only, never from the command line.
  * With -v a last line "stats: attempts=N connections=M ms=T" goes to stderr.
  * Exit status: 0 ok, 1 failure, 2 usage error, 3 (probe) not enforced.
@@ -41,7 +42,8 @@ static void usage(FILE *f)
         "  ls [PREFIX] | probe [KEY] | put-many PREFIX COUNT SIZE | get-many PREFIX\n"
         "options: --region R --path-style --vhost --credentials-file F --profile P\n"
         "  --resolve HOST:PORT:ADDR --attempts N --parallel N --backoff-ms N\n"
-        "  --backoff-cap-ms N --timeout-ms N --page N --checksum md5|sha256|both -v\n",
+        "  --backoff-cap-ms N --timeout-ms N --page N --checksum md5|sha256|both\n"
+        "  --sha256 HEX -v\n",
         f);
 }
 
@@ -223,9 +225,11 @@ int main(int argc, char **argv)
 {
   s3_config_t cfg = {.path_style = 1};
   unsigned page = 0;
-  int verbose = 0;
+  int verbose = 0, have_sha = 0;
+  uint8_t want_sha[32];
   enum { OPT_EP = 256, OPT_BUCKET, OPT_REGION, OPT_PATH, OPT_VHOST, OPT_CRED, OPT_PROFILE,
-         OPT_RESOLVE, OPT_ATT, OPT_PAR, OPT_BO, OPT_BOCAP, OPT_TMO, OPT_PAGE, OPT_CSUM };
+         OPT_RESOLVE, OPT_ATT, OPT_PAR, OPT_BO, OPT_BOCAP, OPT_TMO, OPT_PAGE, OPT_CSUM,
+         OPT_SHA };
   static const struct option opts[] = {
     {"endpoint", required_argument, 0, OPT_EP},
     {"bucket", required_argument, 0, OPT_BUCKET},
@@ -242,6 +246,7 @@ int main(int argc, char **argv)
     {"timeout-ms", required_argument, 0, OPT_TMO},
     {"page", required_argument, 0, OPT_PAGE},
     {"checksum", required_argument, 0, OPT_CSUM},
+    {"sha256", required_argument, 0, OPT_SHA},
     {"help", no_argument, 0, 'h'},
     {0, 0, 0, 0},
   };
@@ -267,6 +272,10 @@ int main(int argc, char **argv)
       else if (strcmp(optarg, "sha256") == 0) cfg.checksum = S3_CHECKSUM_SHA256;
       else if (strcmp(optarg, "both") == 0) cfg.checksum = S3_CHECKSUM_BOTH;
       else { usage(stderr); return 2; }
+      break;
+    case OPT_SHA:
+      if (hex_to_bytes(optarg, want_sha) < 0) { usage(stderr); return 2; }
+      have_sha = 1;
       break;
     case 'v': verbose = 1; break;
     case 'h': usage(stdout); return 0;
@@ -310,7 +319,7 @@ int main(int argc, char **argv)
     size_t len = 0;
     uint64_t off = na == 3 ? strtoull(a[1], NULL, 10) : 0;
     uint64_t l = na == 3 ? strtoull(a[2], NULL, 10) : 0;
-    r = s3_get(c, a[0], off, l, NULL, &data, &len, &info, &err);
+    r = s3_get(c, a[0], off, l, have_sha ? want_sha : NULL, &data, &len, &info, &err);
     if (r == 0) {
       if (write_all(1, data, len) < 0)
         rc = 1;

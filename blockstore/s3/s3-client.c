@@ -1125,17 +1125,28 @@ int s3_list(s3_client_t *c, const char *prefix, unsigned page_size,
       rc = s3_err(err, ENOMEM, "out of memory");
       break;
     }
-    s3_request_t r = {.op = S3_OP_GET, .key = NULL};
-    const char *qs[1] = {q.data};
-    rc = batch_run(c, &r, NULL, qs, 1, err);
-    free(q.data);
-    if (rc < 0) {
-      s3_request_clear(&r);
-      break;
-    }
     s3_xml_list_t page;
-    int pr = s3_xml_parse_list(r.data, r.len, list_entry, &lc, &page);
-    s3_request_clear(&r);
+    int pr = -EBADMSG;
+    /* An unparsable page (e.g. a body cut short with a matching length) is
+     * fetched again; entries are only delivered from a page that parses. */
+    for (unsigned tries = 0; pr == -EBADMSG && tries < c->max_attempts; tries++) {
+      s3_request_t r = {.op = S3_OP_GET, .key = NULL};
+      const char *qs[1] = {q.data};
+      rc = batch_run(c, &r, NULL, qs, 1, err);
+      if (rc < 0) {
+        s3_request_clear(&r);
+        break;
+      }
+      pr = s3_xml_parse_list(r.data, r.len, NULL, NULL, &page);
+      if (pr == 0) {
+        free(page.next_token);
+        pr = s3_xml_parse_list(r.data, r.len, list_entry, &lc, &page);
+      }
+      s3_request_clear(&r);
+    }
+    free(q.data);
+    if (rc < 0)
+      break;
     if (pr == -ECANCELED) {
       rc = 0;
       break;
