@@ -72,6 +72,7 @@ struct exec_session {
     /* "max_output_bytes": output beyond it is dropped and the process killed */
     uint64_t max_output, out_total;
     int output_capped;
+    int64_t started_ms;  /* for the exec latency metric */
     /* external reader (api_exec_attach), exclusive with out_req */
     const api_exec_reader_t *reader;
     void *reader_ud;
@@ -382,6 +383,7 @@ static void on_exec_exit(agent_exec_t *e, const agent_exit_t *x, void *ud)
 {
     exec_session_t *s = ud;
     (void)e;
+    api_metrics_exec_done(s->d, util_now_ms() - s->started_ms, x->error != 0);
     s->exec = NULL;
     s->exited = 1;
     s->exit = *x;
@@ -644,6 +646,7 @@ static exec_session_t *session_new(lane_rt_t *l)
     s->d = l->d;
     s->lane = l;
     s->queue_tail = &s->queue;
+    s->started_ms = util_now_ms();
     snprintf(s->id, sizeof(s->id), "x%llu", (unsigned long long)++l->d->exec_seq);
     uv_timer_init(l->d->loop, &s->orphan);
     s->orphan.data = s;

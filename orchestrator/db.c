@@ -303,5 +303,6 @@ int db_event(lanesd_t *d, const char *lane, const char *kind, const char *detail
     if (sqlite3_step(st) != SQLITE_DONE)
         return db_fail(d, "insert event", st);
     sqlite3_finalize(st);
+    api_events_publish(d, sqlite3_last_insert_rowid(d->db), lane, kind, detail); /* live /v1/events + metrics */
     return 0;
 }

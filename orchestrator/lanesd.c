@@ -212,6 +212,8 @@ int main(int argc, char **argv)
     api_images_register(&d);
     api_snapshots_register(&d);
     api_shell_register(&d);
+    api_events_register(&d);
+    api_metrics_register(&d);
     auth_t *auth = NULL;
     if (listen_tcp) {
         if (!tokens_file) {

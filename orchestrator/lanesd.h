@@ -114,6 +114,8 @@ struct lanesd {
     uv_timer_t housekeeping; /* 1 s: lane TTL and idle auto-stop */
     int shutting_down;
     struct snapshots *snapshots; /* api_snapshots.c state */
+    struct api_events *events;   /* api_events.c: /v1/events subscribers */
+    struct api_metrics *metrics; /* api_metrics.c: histograms */
 };
 
 /* ---- db.c ------------------------------------------------------------------ */
@@ -192,6 +194,14 @@ void api_exec_close_stdin(exec_session_t *s);
 int api_exec_resize(exec_session_t *s, uint16_t rows, uint16_t cols);
 int api_exec_signal(exec_session_t *s, int sig);
 void api_shell_register(lanesd_t *d);
+/* api_events.c: GET /v1/events; db_event() publishes every stored event. */
+void api_events_register(lanesd_t *d);
+void api_events_publish(lanesd_t *d, int64_t id, const char *lane_id, const char *kind, const char *detail);
+int api_events_subscribers(const lanesd_t *d);
+/* api_metrics.c: GET /metrics; observers for boot events and exec exits. */
+void api_metrics_register(lanesd_t *d);
+void api_metrics_observe_event(lanesd_t *d, const char *kind, const char *detail);
+void api_metrics_exec_done(lanesd_t *d, int64_t duration_ms, int failed);
 
 /* ---- auth.c ------------------------------------------------------------------------ */
 typedef struct auth auth_t;

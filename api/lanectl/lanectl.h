@@ -92,5 +92,10 @@ int cmd_cp(lanectl_t *ctx, int argc, char **argv);
 int cmd_image(lanectl_t *ctx, int argc, char **argv);
 int cmd_version(lanectl_t *ctx, int argc, char **argv);
 int cmd_shell(lanectl_t *ctx, int argc, char **argv);
+int cmd_events(lanectl_t *ctx, int argc, char **argv);
+/* One human-readable line for an event object; -1 (message in out) for an
+ * {"error"} line. Exposed for unit tests. */
+struct json_object;
+int events_format_line(struct json_object *ev, char *out, size_t len);
 
 #endif

@@ -23,6 +23,7 @@ static const struct {
     {"inspect", cmd_inspect, "show a lane as JSON"},
     {"exec", cmd_exec, "run a command in a lane"},
     {"shell", cmd_shell, "interactive shell in a lane (WebSocket, PTY)"},
+    {"events", cmd_events, "follow lane events (state changes, boots)"},
     {"cp", cmd_cp, "copy files into or out of a lane"},
     {"image", cmd_image, "build, import, list and remove base images"},
     {"snapshot", cmd_snapshot, "create, list, remove and restore lane snapshots"},
