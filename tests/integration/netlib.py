@@ -83,6 +83,25 @@ class Echo(BaseHTTPRequestHandler):
         return self.rfile.read(n) if n else b''
 
     def _handle(self):
+        if self.headers.get('Upgrade', '').lower() == 'websocket':
+            # enough of RFC 6455 for a tunnel test: 101, then echo raw bytes
+            import base64, hashlib
+            key = self.headers.get('Sec-WebSocket-Key', '')
+            acc = base64.b64encode(hashlib.sha1(
+                (key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').encode()).digest()).decode()
+            self.send_response(101)
+            self.send_header('Upgrade', 'websocket')
+            self.send_header('Connection', 'Upgrade')
+            self.send_header('Sec-WebSocket-Accept', acc)
+            self.end_headers()
+            self.wfile.flush()
+            while True:
+                b = self.connection.recv(65536)
+                if not b:
+                    break
+                self.connection.sendall(b)
+            self.close_connection = True
+            return
         body = self._body()
         local = self.connection.getsockname()
         rec = {

@@ -100,8 +100,8 @@ net_teardown() {
 net_start_netmed() {
     _pol=$1; shift
     NETMED_AUDIT=$T/audit.jsonl NETMED_CTL=$T/netmed.sock NETMED_CA=$T/ca
-    rm -f "$T/ready"
-    mkfifo "$T/ready.fifo" 2>/dev/null || true
+    [ -f "$T/netmed.log" ] && cat "$T/netmed.log" >>"$T/netmed.old.log"
+    : >"$T/netmed.log"
     ip netns exec "$NS_H" "$NETMED" --netns "$NS_L" --policy "$_pol" --ca-dir "$NETMED_CA" \
         --audit "$NETMED_AUDIT" --control "$NETMED_CTL" --trust-bundle "$W/ca.crt" "$@" \
         >>"$T/netmed.log" 2>&1 &
