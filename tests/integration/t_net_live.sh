@@ -1,0 +1,62 @@
+#!/bin/sh
+# t_net_live — live policy change through netmed's control socket, and the
+# failure mode: netmed killed with SIGKILL leaves the lane with no network
+# (not open) until a new netmed starts.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/netlib.sh"
+net_setup
+
+cat >"$T/p1.json" <<'JSON'
+{"dns": {"mode": "synthetic"}, "allow": [{"host": "api.lanes.test", "ports": [80]}]}
+JSON
+cat >"$T/p2.json" <<'JSON'
+{"dns": {"mode": "synthetic"}, "allow": [{"host": "other.lanes.test", "ports": [80]},
+                                       {"cidr": "203.0.113.0/24", "ports": [7]}]}
+JSON
+echo '{"allow": [{"host": "x", "ports": [0]}]}' >"$T/bad.json"
+net_start_netmed "$T/p1.json"
+expect_ok "p1: api.lanes.test" gcurl http://api.lanes.test/
+expect_fail "p1: other.lanes.test" gcurl http://other.lanes.test/
+
+# a bad policy is refused and the old one stays
+expect_fail "policy-set of an invalid policy" net_ctl policy-set "$T/bad.json"
+grep -q 'ports\[0\]' "$T/out" || { cat "$T/out"; fail "no reason for the invalid policy"; }
+expect_ok "p1 still active" gcurl http://api.lanes.test/
+
+# switch to p2 live
+expect_ok "policy-set p2" net_ctl policy-set "$T/p2.json"
+net_ctl policy-get | grep -q '"rules":2' || fail "policy-get after set"
+expect_fail "p2: api.lanes.test now refused" gcurl http://api.lanes.test/
+expect_ok "p2: other.lanes.test now allowed" gcurl http://other.lanes.test/
+# raw TCP splice via the CIDR rule (echo server on port 7), half-close
+printf 'splice-bytes' | guest python3 -c '
+import socket, sys
+s = socket.create_connection(("203.0.113.11", 7), timeout=10)
+s.sendall(sys.stdin.buffer.read()); s.shutdown(socket.SHUT_WR)
+out = b""
+while True:
+    b = s.recv(4096)
+    if not b: break
+    out += b
+sys.exit(0 if out == b"splice-bytes" else "echo: %r" % out)
+' || fail "raw TCP splice with half-close"
+log "ok: raw TCP splice with half-close"
+audit_has '"ev":"policy","rules":2' || fail "policy change not audited"
+
+# kill -9: the lane has no network, and it is not open either
+kill -KILL "$NETMED_PID"; wait "$NETMED_PID" 2>/dev/null; NETMED_PID=
+: >"$W/requests.log"
+for url in http://other.lanes.test/ http://203.0.113.11/ http://198.51.100.2:8080/ http://10.99.0.1/; do
+    expect_fail "netmed dead: $url" gcurl --connect-timeout 3 "$url"
+done
+expect_fail "netmed dead: DNS" guest python3 -c 'import socket; socket.gethostbyname("other.lanes.test")'
+expect_fail "netmed dead: raw TCP to 203.0.113.11:7" guest python3 -c '
+import socket; socket.create_connection(("203.0.113.11", 7), timeout=3)'
+[ ! -s "$W/requests.log" ] || { cat "$W/requests.log"; fail "a request reached a server with netmed dead"; }
+# the nft ruleset is still in place in the lane netns
+ip netns exec "$NS_L" nft list ruleset | grep -q 'tproxy ip to 127.0.0.1:15001' || fail "tproxy rule gone"
+
+# a restarted netmed (same CA dir) brings the lane back
+net_start_netmed "$T/p1.json"
+expect_ok "restarted netmed: api.lanes.test" gcurl http://api.lanes.test/
+log "PASS"
