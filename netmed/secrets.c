@@ -276,7 +276,7 @@ void secret_filter_free(secret_filter_t *f)
 
 static int grow(char **b, size_t *cap, size_t need)
 {
-    if (need <= *cap)
+    if (need <= *cap && *b)
         return 0;
     size_t nc = need + 16384;
     char *nb = malloc(nc);
