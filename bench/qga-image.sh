@@ -17,6 +17,7 @@
 # sha256 (which lanes-rootfs import caches by) stays the same.
 # Needs root (chroot, file owners). Progress on stderr.
 set -euo pipefail
+trap 'echo "qga-image: failed at line $LINENO" >&2' ERR
 umask 022
 
 HERE=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
