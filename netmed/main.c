@@ -157,6 +157,7 @@ static void usage(FILE *f)
             "              [--trust-bundle PEM] [--port N] [--ready-fd N]\n"
             "       netmed setup-netns [--guest-net CIDR] [--veth-peer NETNS] [--port N] NAME\n"
             "       netmed teardown-netns NAME\n"
+            "       netmed check-policy FILE\n"
             "       netmed ctl SOCK stats|policy-get|policy-set FILE\n");
 }
 
@@ -166,6 +167,17 @@ int main(int argc, char **argv)
         return setup_netns_main(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "ctl") == 0)
         return control_client(argc - 1, argv + 1);
+    if (argc == 3 && strcmp(argv[1], "check-policy") == 0) {
+        policy_t *p;
+        char err[512];
+        if (policy_load_file(argv[2], &p, err, sizeof err) < 0) {
+            fprintf(stderr, "netmed: %s\n", err);
+            return 1;
+        }
+        policy_unref(p);
+        printf("ok\n");
+        return 0;
+    }
     if (argc == 3 && strcmp(argv[1], "teardown-netns") == 0) {
         execlp("ip", "ip", "netns", "del", argv[2], (char *)NULL);
         return 127;

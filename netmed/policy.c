@@ -20,6 +20,7 @@
 #define POLICY_MAX_RULES 4096
 #define POLICY_MAX_BYTES (1 << 20)
 
+__attribute__((format(printf, 3, 4)))
 static int perr(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;

@@ -17,6 +17,7 @@
 #define SECRETS_MAX_BYTES (1 << 20)
 #define SECRET_MIN_PLACEHOLDER 16
 
+__attribute__((format(printf, 4, 5)))
 static int serr(char *err, size_t errlen, int rc, const char *fmt, ...)
 {
     va_list ap;

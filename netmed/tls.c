@@ -42,6 +42,7 @@ struct tls {
     int idx_name, idx_bad;
 };
 
+__attribute__((format(printf, 3, 4)))
 static int terr(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
