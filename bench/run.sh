@@ -231,7 +231,10 @@ row boot_to_first_exec ms "$(median "${boot_samples[@]}")" "$(median "${floor_sa
 import json, sys
 a = sys.argv
 def nums(s): return [float(x) for x in s.split()] if s.strip() else []
+import statistics
+pairs = [l / f for l, f in zip(nums(a[2]), nums(a[3]))]
 print(json.dumps({"runs": int(a[1]), "lane_ms": nums(a[2]), "floor_ms": nums(a[3]),
+  "pairwise_ratio_median": round(statistics.median(pairs), 3),
   "lanesd_boot_to_agent_ready_ms": nums(a[4]), "guest_uptime_at_agent_ready_ms": nums(a[5]),
   "floor_guest_uptime_at_power_down_ms": float(a[6]) if a[6] else None,
   "lane_qemu_argv": json.loads(a[7]), "floor_qemu_argv": json.loads(a[8])}))' \
@@ -369,6 +372,22 @@ for m in 256 512; do
     # the shim is a fork of lanesd (same command line): it is nbdkit's parent
     [ -n "$nbd" ] && [ -z "$shim" ] && shim=$(awk '{print $4}' "/proc/$nbd/stat")
     [ -n "$nbd" ] || die "idle$m: nbdkit not found"
+    # QEMU's big mappings (guest RAM is one anonymous mapping of the guest's
+    # size; under TCG the translated-code buffer is another large one).
+    python3 - "$qpid" >"$W/qemu-maps-$m.json" <<'PY'
+import json, re, sys
+maps, cur = [], None
+for line in open("/proc/%s/smaps" % sys.argv[1]):
+    m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$", line)
+    if m:
+        cur = {"size_kib": (int(m.group(2), 16) - int(m.group(1), 16)) // 1024, "perm": m.group(3),
+               "name": m.group(4) or "[anon]"}
+        maps.append(cur)
+    elif line.startswith("Rss:") and cur is not None:
+        cur["rss_kib"] = int(line.split()[1])
+big = sorted((x for x in maps if x.get("rss_kib", 0) >= 4096), key=lambda x: -x["rss_kib"])
+print(json.dumps(big))
+PY
     read -r q_rss q_pss < <(mem_of "$qpid")
     read -r n_rss n_pss < <(mem_of "$nbd")
     read -r s_rss s_pss < <(mem_of "$shim")
@@ -378,8 +397,9 @@ import json, sys
 q, qp, n, np_, s, sp, tp = (int(x) for x in sys.argv[1:8])
 print(json.dumps({"baseline_is": "guest RAM size (MiB)", "qemu_rss_kib": q, "qemu_pss_kib": qp,
   "nbdkit_rss_kib": n, "nbdkit_pss_kib": np_, "shim_rss_kib": s, "shim_pss_kib": sp,
-  "total_pss_mib": round(tp / 1024, 1), "measured_after_s": 5}))' \
-        "$q_rss" "$q_pss" "$n_rss" "$n_pss" "$s_rss" "$s_pss" "$total_pss")"
+  "total_pss_mib": round(tp / 1024, 1), "measured_after_s": 5,
+  "qemu_mappings_over_4mib_rss": json.load(open(sys.argv[8]))}))' \
+        "$q_rss" "$q_pss" "$n_rss" "$n_pss" "$s_rss" "$s_pss" "$total_pss" "$W/qemu-maps-$m.json")"
 done
 for m in 256 512; do lc stop "idle$m" >/dev/null; done
 
