@@ -1,0 +1,396 @@
+// lane.ts — the Lane object: lifecycle, exec (buffered and streaming),
+// files and interactive shells, over LanesClient.
+import type { Readable } from "node:stream";
+
+import { LanesClient, LanesError } from "./client.js";
+import { OP_BINARY, OP_TEXT, WsConnection } from "./websocket.js";
+
+export type LaneState = "created" | "booting" | "running" | "stopping" | "stopped" | "failed";
+
+/** A lane as lanesd describes it (GET /v1/lanes/{name}). */
+export interface LaneInfo {
+  name: string;
+  id: string;
+  state: LaneState;
+  reason: string | null;
+  image: string;
+  cpus: number;
+  memory_mib: number;
+  disk_gib: number;
+  ttl_s?: number;
+  idle_timeout_s?: number;
+  accel: string | null;
+  created_at: string | null;
+  booted_at: string | null;
+  [field: string]: unknown;
+}
+
+export interface CreateOptions {
+  name: string;
+  image?: string;
+  cpus?: number;
+  memoryMib?: number;
+  diskGib?: number;
+  /** Stop the lane this many seconds after each boot (0 = never). */
+  ttlS?: number;
+  /** Stop the lane after this many idle seconds (0 = never). */
+  idleTimeoutS?: number;
+  /** Boot right away (and wait until it runs). */
+  boot?: boolean;
+  client?: LanesClient;
+}
+
+export interface ExecOptions {
+  env?: Record<string, string>;
+  cwd?: string;
+  user?: string;
+  /** Kill the command after this long (the exit then has timedOut). */
+  timeoutMs?: number;
+  /** Kill the command once stdout+stderr exceed this many bytes. */
+  maxOutputBytes?: number;
+  /** Standard input: all of it (buffered exec) or a stream (execStream). */
+  stdin?: string | Buffer | Readable;
+}
+
+export interface ExitStatus {
+  exitCode: number | null;
+  signal: number | null;
+  timedOut: boolean;
+  outputLimitExceeded: boolean;
+}
+
+export interface ExecResult extends ExitStatus {
+  stdout: string;
+  stderr: string;
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
+}
+
+export interface ExecChunk {
+  stream: "stdout" | "stderr";
+  data: Buffer;
+}
+
+interface RawExit {
+  exit_code: number | null;
+  signal: number | null;
+  timed_out: boolean;
+  output_limit_exceeded?: boolean;
+}
+
+function exitFrom(x: RawExit): ExitStatus {
+  return {
+    exitCode: x.exit_code ?? null,
+    signal: x.signal ?? null,
+    timedOut: !!x.timed_out,
+    outputLimitExceeded: !!x.output_limit_exceeded,
+  };
+}
+
+function execBody(argv: string[], o: ExecOptions): Record<string, unknown> {
+  const b: Record<string, unknown> = { argv };
+  if (o.env) b.env = o.env;
+  if (o.cwd) b.cwd = o.cwd;
+  if (o.user) b.user = o.user;
+  if (o.timeoutMs !== undefined) b.timeout_ms = o.timeoutMs;
+  if (o.maxOutputBytes !== undefined) b.max_output_bytes = o.maxOutputBytes;
+  return b;
+}
+
+/**
+ * A running exec whose output arrives as it is produced:
+ *
+ *   const run = await lane.execStream(["sh", "-c", "make"]);
+ *   for await (const { stream, data } of run) process[stream].write(data);
+ *   const { exitCode } = await run.exit;
+ */
+export class ExecStream implements AsyncIterable<ExecChunk> {
+  /** Resolves when the command ended (after the last chunk was yielded). */
+  readonly exit: Promise<ExitStatus>;
+  private resolveExit!: (e: ExitStatus) => void;
+  private rejectExit!: (e: Error) => void;
+  private consumed = false;
+
+  constructor(
+    private readonly lane: Lane,
+    readonly id: string,
+  ) {
+    this.exit = new Promise((res, rej) => {
+      this.resolveExit = res;
+      this.rejectExit = rej;
+    });
+    this.exit.catch(() => undefined); // surfaced through iteration too
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<ExecChunk> {
+    if (this.consumed) throw new Error("an ExecStream can be iterated once");
+    this.consumed = true;
+    try {
+      for await (const line of this.lane.client.ndjson<Record<string, unknown>>("GET", `${this.lane.path}/execs/${encodeURIComponent(this.id)}/output`)) {
+        if (typeof line.data === "string") {
+          yield { stream: line.stream === "stderr" ? "stderr" : "stdout", data: Buffer.from(line.data, "base64") };
+        } else if (line.exit) {
+          this.resolveExit(exitFrom(line.exit as RawExit));
+          return;
+        } else if (line.error) {
+          const e = line.error as { code: string; message: string };
+          throw new LanesError(200, e.code, e.message);
+        }
+      }
+      throw new LanesError(0, "stream_ended", "exec output ended without an exit status");
+    } catch (e) {
+      this.rejectExit(e as Error);
+      throw e;
+    }
+  }
+
+  /** Collect everything (convenience). */
+  async collect(): Promise<{ stdout: Buffer; stderr: Buffer } & ExitStatus> {
+    const out: Buffer[] = [], err: Buffer[] = [];
+    for await (const c of this) (c.stream === "stdout" ? out : err).push(c.data);
+    return { stdout: Buffer.concat(out), stderr: Buffer.concat(err), ...(await this.exit) };
+  }
+
+  async signal(sig: string | number): Promise<void> {
+    await this.lane.client.json("POST", `${this.lane.path}/execs/${encodeURIComponent(this.id)}/signal`, { body: { signal: sig } });
+  }
+}
+
+/** An interactive PTY shell over WebSocket (GET /v1/lanes/{name}/shell). */
+export class Shell implements AsyncIterable<Buffer> {
+  readonly exit: Promise<ExitStatus>;
+  id = "";
+  private queue: Buffer[] = [];
+  private waiting: (() => void) | null = null;
+  private done = false;
+  private error: Error | null = null;
+
+  constructor(private readonly ws: WsConnection) {
+    let resolveExit!: (e: ExitStatus) => void, rejectExit!: (e: Error) => void;
+    this.exit = new Promise((res, rej) => {
+      resolveExit = res;
+      rejectExit = rej;
+    });
+    this.exit.catch(() => undefined);
+    let final: ExitStatus | null = null;
+    ws.on("message", (data: Buffer, isText: boolean) => {
+      if (!isText) {
+        this.push(data);
+        return;
+      }
+      const m = JSON.parse(data.toString("utf8"));
+      if (m.type === "started") this.id = m.id;
+      else if (m.type === "stderr") this.push(Buffer.from(m.data, "base64"));
+      else if (m.type === "exit") final = exitFrom(m);
+      else if (m.type === "error") this.error = new LanesError(200, m.code, m.message);
+    });
+    ws.on("close", (code: number, reason: string) => {
+      this.done = true;
+      if (final) resolveExit(final);
+      else rejectExit(this.error ?? new LanesError(0, "closed", `shell closed (${code} ${reason}) without an exit status`));
+      this.wake();
+    });
+  }
+
+  private push(b: Buffer): void {
+    this.queue.push(b);
+    this.wake();
+  }
+
+  private wake(): void {
+    const w = this.waiting;
+    this.waiting = null;
+    w?.();
+  }
+
+  /** Terminal output as it arrives. */
+  async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
+    for (;;) {
+      if (this.queue.length) {
+        yield this.queue.shift()!;
+        continue;
+      }
+      if (this.done) return;
+      await new Promise<void>((r) => (this.waiting = r));
+    }
+  }
+
+  /** Type into the shell (resolves once the socket can take more). */
+  async write(data: string | Buffer): Promise<void> {
+    this.ws.send(OP_BINARY, data);
+    await this.ws.drained();
+  }
+
+  resize(rows: number, cols: number): void {
+    this.ws.send(OP_TEXT, JSON.stringify({ type: "resize", rows, cols }));
+  }
+
+  signal(sig: string | number): void {
+    this.ws.send(OP_TEXT, JSON.stringify({ type: "signal", signal: sig }));
+  }
+
+  /** Close the shell's stdin. */
+  eof(): void {
+    this.ws.send(OP_TEXT, JSON.stringify({ type: "eof" }));
+  }
+
+  /** Leave: the shell is hung up (SIGHUP). */
+  close(): void {
+    this.ws.close(1000, "bye");
+  }
+}
+
+export class Lane {
+  readonly client: LanesClient;
+  readonly name: string;
+  /** Last known description (refreshed by info(), boot(), stop()). */
+  info_: LaneInfo | null;
+
+  private constructor(client: LanesClient, name: string, info: LaneInfo | null) {
+    this.client = client;
+    this.name = name;
+    this.info_ = info;
+  }
+
+  /** "/v1/lanes/<name>" */
+  get path(): string {
+    return `/v1/lanes/${encodeURIComponent(this.name)}`;
+  }
+
+  get state(): LaneState | undefined {
+    return this.info_?.state;
+  }
+
+  static async create(opts: CreateOptions): Promise<Lane> {
+    const client = opts.client ?? new LanesClient();
+    const body: Record<string, unknown> = { name: opts.name };
+    if (opts.image) body.image = opts.image;
+    if (opts.cpus !== undefined) body.cpus = opts.cpus;
+    if (opts.memoryMib !== undefined) body.memory_mib = opts.memoryMib;
+    if (opts.diskGib !== undefined) body.disk_gib = opts.diskGib;
+    if (opts.ttlS !== undefined) body.ttl_s = opts.ttlS;
+    if (opts.idleTimeoutS !== undefined) body.idle_timeout_s = opts.idleTimeoutS;
+    const info = await client.json<LaneInfo>("POST", "/v1/lanes", { body });
+    const lane = new Lane(client, info.name, info);
+    if (opts.boot) await lane.boot();
+    return lane;
+  }
+
+  /** An existing lane by name (throws LanesError lane_not_found). */
+  static async get(name: string, client: LanesClient = new LanesClient()): Promise<Lane> {
+    const lane = new Lane(client, name, null);
+    await lane.info();
+    return lane;
+  }
+
+  static async list(client: LanesClient = new LanesClient()): Promise<LaneInfo[]> {
+    const r = await client.json<LaneInfo[] | { lanes: LaneInfo[] }>("GET", "/v1/lanes");
+    return Array.isArray(r) ? r : r.lanes;
+  }
+
+  async info(): Promise<LaneInfo> {
+    this.info_ = await this.client.json<LaneInfo>("GET", this.path);
+    return this.info_;
+  }
+
+  /** Boot and wait until the lane runs (throws LanesError boot_failed). */
+  async boot(): Promise<LaneInfo> {
+    this.info_ = await this.client.json<LaneInfo>("POST", `${this.path}/boot`);
+    return this.info_;
+  }
+
+  /** Clean shutdown; the VM is killed after timeoutS (default 10). */
+  async stop(opts: { timeoutS?: number } = {}): Promise<LaneInfo> {
+    const body = opts.timeoutS !== undefined ? { timeout_s: opts.timeoutS } : {};
+    this.info_ = await this.client.json<LaneInfo>("POST", `${this.path}/stop`, { body });
+    return this.info_;
+  }
+
+  /** Delete the lane and its disk (force: kill it first if running). */
+  async remove(opts: { force?: boolean } = {}): Promise<void> {
+    await this.client.json("DELETE", this.path, { query: { force: opts.force ? "true" : undefined } });
+    this.info_ = null;
+  }
+
+  /** Stop if needed and delete. */
+  async close(): Promise<void> {
+    await this.remove({ force: true });
+  }
+
+  /** Run to completion with buffered (capped) output. */
+  async exec(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    const body = execBody(argv, opts);
+    if (opts.stdin !== undefined) {
+      if (typeof opts.stdin !== "string" && !Buffer.isBuffer(opts.stdin))
+        throw new TypeError("exec: stdin must be a string or Buffer (use execStream for streams)");
+      body.stdin = opts.stdin.toString();
+    }
+    const r = await this.client.json<Record<string, unknown>>("POST", `${this.path}/exec`, { body });
+    return {
+      ...exitFrom(r as unknown as RawExit),
+      stdout: r.stdout as string,
+      stderr: r.stderr as string,
+      stdoutTruncated: !!r.stdout_truncated,
+      stderrTruncated: !!r.stderr_truncated,
+    };
+  }
+
+  /** Start a command and stream its output (see ExecStream). */
+  async execStream(argv: string[], opts: ExecOptions & { tty?: boolean; rows?: number; cols?: number } = {}): Promise<ExecStream> {
+    const body = execBody(argv, opts);
+    if (opts.tty) {
+      body.tty = true;
+      if (opts.rows) body.rows = opts.rows;
+      if (opts.cols) body.cols = opts.cols;
+    }
+    if (opts.stdin !== undefined) body.stdin = true;
+    const { id } = await this.client.json<{ id: string }>("POST", `${this.path}/execs`, { body });
+    const stream = new ExecStream(this, id);
+    if (opts.stdin !== undefined) {
+      // Runs alongside the output stream; lanesd applies backpressure.
+      this.client
+        .request("POST", `${this.path}/execs/${encodeURIComponent(id)}/stdin`, {
+          body: opts.stdin,
+          headers: { "content-type": "application/octet-stream" },
+        })
+        .then((res) => res.resume())
+        .catch(() => undefined);
+    }
+    return stream;
+  }
+
+  readonly files = {
+    /** Write a file (replaced atomically by the guest). */
+    put: async (p: string, data: Buffer | string | Readable, opts: { mode?: number | string } = {}): Promise<void> => {
+      const mode = opts.mode === undefined ? undefined : typeof opts.mode === "number" ? opts.mode.toString(8).padStart(4, "0") : opts.mode;
+      await this.client.json("PUT", `${this.path}/files`, {
+        query: { path: p, mode },
+        body: data,
+        headers: { "content-type": "application/octet-stream" },
+      });
+    },
+    /** Read a file's bytes. */
+    get: async (p: string): Promise<Buffer> => {
+      const { body } = await this.client.bytes("GET", `${this.path}/files`, { query: { path: p } });
+      return body;
+    },
+    /** Read a file with its permission bits. */
+    getWithMode: async (p: string): Promise<{ data: Buffer; mode: number }> => {
+      const { body, res } = await this.client.bytes("GET", `${this.path}/files`, { query: { path: p } });
+      return { data: body, mode: parseInt(String(res.headers["x-lane-file-mode"] ?? "0"), 8) };
+    },
+  };
+
+  /** An interactive PTY shell (default /bin/sh -l). */
+  async shell(opts: { rows?: number; cols?: number; term?: string; user?: string; cwd?: string; shell?: string } = {}): Promise<Shell> {
+    const { socket, head } = await this.client.upgrade(`${this.path}/shell`, {
+      rows: opts.rows,
+      cols: opts.cols,
+      term: opts.term,
+      user: opts.user,
+      cwd: opts.cwd,
+      shell: opts.shell,
+    });
+    return new Shell(new WsConnection(socket, head));
+  }
+}
