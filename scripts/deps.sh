@@ -21,6 +21,12 @@ for p in $PKGS; do
     fi
 done
 
+# Node.js runs the S3 test server (s3rver) and the TypeScript SDK's tests.
+# Any node >= 18 on PATH will do (some machines ship a newer build whose
+# "nodejs" package already contains npm); otherwise take Debian's.
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
+
 if [ -z "$missing" ]; then
     echo "deps: all Debian packages present"
     exit 0
