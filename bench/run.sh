@@ -18,7 +18,10 @@
 # Prints a table and writes BUILD_DIR/bench/results.json.
 #
 # Environment: BENCH_RUNS (boot samples, default 7), BENCH_EXEC_ROUNDS (default
-# 6: rounds of BENCH_EXEC_BATCH=5 exec samples per contender), LANES_CACHE.
+# 6: rounds of BENCH_EXEC_BATCH=5 exec samples per contender),
+# BENCH_QGA_INTERVALS (qemu-ga status poll intervals tried, ms; default
+# "0 2 5 10", the best is the baseline), BENCH_GUEST_ASLR=0 (experiment: ASLR
+# off in the exec VM), LANES_CACHE.
 #
 # Process hygiene: every process this script starts is tracked by pid and
 # killed by pid at exit (lanesd's lanes are stopped through lanectl first;
@@ -283,6 +286,11 @@ kill -0 "$QGA_QEMU" || die "qga VM QEMU died: $(tail -3 "$W/qga-qemu.log")"
     [ -n "$port" ] || { echo "no org.qemu.guest_agent.0 port" >&2; exit 1; }
     qemu-ga -m virtio-serial -p "$port" >/tmp/qemu-ga.log 2>&1 </dev/null &
     echo "$port"' >"$W/qga-port.txt" || die "could not start qemu-ga in the guest"
+if [ "${BENCH_GUEST_ASLR:-1}" = 0 ]; then
+    # Experiment knob (docs/bench.md): without ASLR, TCG can reuse translated
+    # code of ld.so/libc across processes; applies to both agents alike.
+    "$BA" "$QD/ctl.sock" exec sh -c 'echo 0 >/proc/sys/kernel/randomize_va_space' || die "cannot disable ASLR"
+fi
 sleep 1
 # Warm-up (first exec pays page-cache misses over NBD for both).
 "$BA" "$QD/ctl.sock" rtt 3 >/dev/null
@@ -317,7 +325,8 @@ for iv in intervals.split():
 med = statistics.median
 best_iv = min(qga, key=lambda iv: med(qga[iv]["exec_us"]))
 best = qga[best_iv]
-detail = {"vm": json.loads(hello), "qga_port": port, "qga_version": version,
+import os
+detail = {"vm": json.loads(hello), "guest_aslr": os.environ.get("BENCH_GUEST_ASLR", "1") != "0", "qga_port": port, "qga_version": version,
           "samples_per_contender": len(ours["exec_us"]),
           "ours_exec_ms": [x / 1000 for x in ours["exec_us"]],
           "ours_request_to_started_median_ms": med(ours["started_us"]) / 1000,
