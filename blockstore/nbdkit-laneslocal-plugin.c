@@ -10,15 +10,27 @@
  * Threading: NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS — one request at a
  * time across all connections (first cut; the engine also locks itself).
  *
+ * Integrity reporting: with status=PATH, the first request that fails with
+ * EIO (a missing, corrupt or unreadable object, or an I/O error of the
+ * store) appends one JSON line to PATH, e.g.
+ *   {"event":"integrity","time":1700000000,"errno":5,"error":"..."}
+ * so the supervisor (lanesd) can mark the lane degraded.  Later failures are
+ * only logged: the first one is what matters and a guest retrying a bad
+ * block must not grow the file without bound.
+ *
  * Lifecycle: config/config_complete validate parameters; get_ready opens the
  * store and the ref once so errors reach the user's terminal before nbdkit
  * daemonizes, then closes them; after_fork opens them for real (SQLite
  * handles must not cross a fork).
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
@@ -34,6 +46,10 @@ static int cfg_readonly;
 static int64_t cfg_dirty_limit;
 static int64_t cfg_cache_bytes;
 static store_sync_mode_t cfg_sync = STORE_SYNC_SYNCFS;
+static const char *cfg_status;
+
+/* Set once the first integrity failure has been reported (status=). */
+static atomic_int g_reported;
 
 /* The engine, opened in after_fork, closed in unload. */
 static store_t *g_store;
@@ -78,6 +94,12 @@ static int laneslocal_config(const char *key, const char *value)
   } else if (strcmp(key, "cache") == 0) {
     if ((cfg_cache_bytes = nbdkit_parse_size(value)) == -1)
       return -1;
+  } else if (strcmp(key, "status") == 0) {
+    if (!*value) {
+      nbdkit_error("status= needs a file name");
+      return -1;
+    }
+    cfg_status = value;
   } else if (strcmp(key, "sync") == 0) {
     if (strcmp(value, "syncfs") == 0)
       cfg_sync = STORE_SYNC_SYNCFS;
@@ -117,7 +139,8 @@ static int laneslocal_config_complete(void)
   "readonly=BOOL        Serve read-only.\n" \
   "dirty-limit=SIZE     Dirty chunk memory before spilling (default 64M).\n" \
   "cache=SIZE           Clean chunk cache (default 64 chunks).\n" \
-  "sync=syncfs|fsync    How commits are made durable (default syncfs)."
+  "sync=syncfs|fsync    How commits are made durable (default syncfs).\n" \
+  "status=FILE          Append a JSON line here on the first EIO."
 
 static int engine_open(store_t **sp, store_disk_t **dp)
 {
@@ -236,12 +259,69 @@ static int laneslocal_can_multi_conn(void *handle)
   return 1;
 }
 
+/* Append msg as a JSON string to out (bounded by cap, always terminated). */
+static void json_escape(char *out, size_t cap, const char *msg)
+{
+  size_t o = 0;
+  for (const unsigned char *p = (const unsigned char *)msg; *p && o + 7 < cap;
+       p++) {
+    if (*p == '"' || *p == '\\') {
+      out[o++] = '\\';
+      out[o++] = (char)*p;
+    } else if (*p < 0x20) {
+      o += (size_t)snprintf(out + o, cap - o, "\\u%04x", *p);
+    } else {
+      out[o++] = (char)*p;
+    }
+  }
+  out[o] = 0;
+}
+
+/* First EIO of this process: one durable JSON line in the status file. */
+static void report_integrity(int errnum, const char *msg)
+{
+  int expected = 0;
+  if (!cfg_status || !atomic_compare_exchange_strong(&g_reported, &expected, 1))
+    return;
+  char esc[1024], line[1200];
+  json_escape(esc, sizeof esc, msg);
+  int n = snprintf(line, sizeof line,
+                   "{\"event\":\"integrity\",\"time\":%lld,\"errno\":%d,"
+                   "\"error\":\"%s\"}\n",
+                   (long long)time(NULL), errnum, esc);
+  if (n < 0 || (size_t)n >= sizeof line)
+    n = (int)strlen(line);
+  int fd = open(cfg_status, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  if (fd == -1) {
+    nbdkit_error("laneslocal: open status file %s: %m", cfg_status);
+    return;
+  }
+  const char *p = line;
+  size_t left = (size_t)n;
+  while (left) {
+    ssize_t w = write(fd, p, left);
+    if (w == -1) {
+      if (errno == EINTR)
+        continue;
+      nbdkit_error("laneslocal: write status file %s: %m", cfg_status);
+      break;
+    }
+    p += w;
+    left -= (size_t)w;
+  }
+  fsync(fd);
+  close(fd);
+}
+
 /* Log the engine's message once and set errno from its return value.  NBD
  * carries only a few error codes; anything else (ESTALE from a lost commit
  * race, ENOENT of a deleted ref, ...) is an I/O error to the client. */
 static int fail(int r, char *err)
 {
-  nbdkit_error("laneslocal: %s", err ? err : strerror(-r));
+  const char *msg = err ? err : strerror(-r);
+  nbdkit_error("laneslocal: %s", msg);
+  if (r == -EIO)
+    report_integrity(EIO, msg);
   free(err);
   switch (-r) {
   case EIO: case ENOSPC: case ENOMEM: case EINVAL: case EPERM: case EROFS:

@@ -35,6 +35,8 @@ static const char schema[] =
 static const char *const migrations[] = {
     "ALTER TABLE lanes ADD COLUMN ttl_s INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE lanes ADD COLUMN idle_timeout_s INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE lanes ADD COLUMN degraded INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE lanes ADD COLUMN degraded_reason TEXT",
 };
 
 int db_open(lanesd_t *d, char *err, size_t errlen)
@@ -118,14 +120,16 @@ static void bind_lane(sqlite3_stmt *st, const lane_rt_t *l)
     sqlite3_bind_int64(st, 15, (sqlite3_int64)l->nbdkit.start_time);
     sqlite3_bind_int(st, 16, l->ttl_s);
     sqlite3_bind_int(st, 17, l->idle_timeout_s);
+    sqlite3_bind_int(st, 18, l->degraded);
+    bind_text_or_null(st, 19, l->degraded_reason);
 }
 
 int db_lane_insert(lanesd_t *d, const lane_rt_t *l)
 {
     sqlite3_stmt *st = NULL;
     const char *sql = "INSERT INTO lanes(id,name,image,cpus,memory_mib,disk_gib,state,reason,accel,"
-                      "created_at,booted_at,qemu_pid,qemu_start,nbdkit_pid,nbdkit_start,ttl_s,idle_timeout_s)"
-                      " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+                      "created_at,booted_at,qemu_pid,qemu_start,nbdkit_pid,nbdkit_start,ttl_s,idle_timeout_s,"
+                      "degraded,degraded_reason) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
     if (sqlite3_prepare_v2(d->db, sql, -1, &st, NULL) != SQLITE_OK)
         return db_fail(d, "prepare insert lane", st);
     bind_lane(st, l);
@@ -140,7 +144,8 @@ int db_lane_update(lanesd_t *d, const lane_rt_t *l)
     sqlite3_stmt *st = NULL;
     const char *sql = "UPDATE lanes SET id=?1,name=?2,image=?3,cpus=?4,memory_mib=?5,disk_gib=?6,state=?7,"
                       "reason=?8,accel=?9,created_at=?10,booted_at=?11,qemu_pid=?12,qemu_start=?13,"
-                      "nbdkit_pid=?14,nbdkit_start=?15,ttl_s=?16,idle_timeout_s=?17 WHERE id=?1";
+                      "nbdkit_pid=?14,nbdkit_start=?15,ttl_s=?16,idle_timeout_s=?17,"
+                      "degraded=?18,degraded_reason=?19 WHERE id=?1";
     if (sqlite3_prepare_v2(d->db, sql, -1, &st, NULL) != SQLITE_OK)
         return db_fail(d, "prepare update lane", st);
     bind_lane(st, l);
@@ -172,7 +177,8 @@ int db_lanes_load(lanesd_t *d)
 {
     sqlite3_stmt *st = NULL;
     const char *sql = "SELECT id,name,image,cpus,memory_mib,disk_gib,state,reason,accel,created_at,"
-                      "booted_at,qemu_pid,qemu_start,nbdkit_pid,nbdkit_start,ttl_s,idle_timeout_s FROM lanes ORDER BY created_at";
+                      "booted_at,qemu_pid,qemu_start,nbdkit_pid,nbdkit_start,ttl_s,idle_timeout_s,"
+                      "degraded,degraded_reason FROM lanes ORDER BY created_at";
     if (sqlite3_prepare_v2(d->db, sql, -1, &st, NULL) != SQLITE_OK)
         return db_fail(d, "prepare load lanes", st);
     int rc;
@@ -205,6 +211,8 @@ int db_lanes_load(lanesd_t *d)
         l->nbdkit.start_time = (uint64_t)sqlite3_column_int64(st, 14);
         l->ttl_s = sqlite3_column_int(st, 15);
         l->idle_timeout_s = sqlite3_column_int(st, 16);
+        l->degraded = sqlite3_column_int(st, 17);
+        copy_col(l->degraded_reason, sizeof(l->degraded_reason), st, 18);
         snprintf(l->dir, sizeof(l->dir), "%s/lanes/%s", d->state_dir, l->id);
     }
     if (rc != SQLITE_DONE)

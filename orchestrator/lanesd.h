@@ -66,6 +66,8 @@ struct lane_rt {
     int64_t last_activity_ms;
     int transfers;       /* file transfers in flight (count as activity) */
     char stop_reason[128]; /* why an automatic stop happened, shown once stopped */
+    int degraded;        /* the store failed a read of this lane's disk (sticky) */
+    char degraded_reason[512];
     lane_state_t state;
     char reason[512];
     char accel[8];
@@ -155,7 +157,8 @@ void vm_lane_recover(lane_rt_t *l);
 void vm_lane_add_waiter(lane_rt_t *l, http_req_t *req, lane_state_t want);
 /* Note API activity on a lane (resets its idle clock). */
 void vm_lane_touch(lane_rt_t *l);
-/* Periodic: stop lanes past their TTL or idle timeout. */
+/* Periodic: stop lanes past their TTL or idle timeout; pick up integrity
+ * reports of the lanes' nbdkit (STATE/lanes/ID/store-status). */
 void vm_housekeeping(lanesd_t *d);
 /* Resolve kernel and initramfs paths (runs lanes-rootfs, cached). */
 int vm_resolve_boot_artifacts(lanesd_t *d, char *msg, size_t msglen);

@@ -154,6 +154,9 @@ json_object *vm_lane_json(const lane_rt_t *l)
     char path[600];
     snprintf(path, sizeof(path), "%s/console.log", l->dir);
     json_object_object_add(o, "console_log", json_object_new_string(path));
+    json_object_object_add(o, "degraded", json_object_new_boolean(l->degraded));
+    json_object_object_add(o, "degraded_reason",
+                           l->degraded ? json_object_new_string(l->degraded_reason) : NULL);
     api_snapshots_lineage(l, o);
     return o;
 }
@@ -658,17 +661,53 @@ static void on_nbd_socket_poll(uv_timer_t *t)
     uv_timer_start(&l->tick, on_nbd_socket_poll, 20, 0);
 }
 
+/* Testing knob LANES_NBDKIT_FILTERS (fault-injection tests only): words
+ * starting with '-' (e.g. --filter=error) go before the plugin, the others
+ * (error-rate=100% error-file=PATH) after it as parameters.  Words are split
+ * on spaces in place in buf; at most max of each kind. */
+static void nbdkit_filter_args(char *buf, char **pre, int *npre, char **post, int *npost, int max)
+{
+    for (char *save = NULL, *w = strtok_r(buf, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
+        if (w[0] == '-' && *npre < max)
+            pre[(*npre)++] = w;
+        else if (w[0] != '-' && *npost < max)
+            post[(*npost)++] = w;
+    }
+}
+
 static void lane_spawn_nbdkit(lane_rt_t *l)
 {
     lanesd_t *d = l->d;
-    char plugin[700], store_arg[700], disk_arg[128], sock[700], log[700];
+    char plugin[700], store_arg[700], disk_arg[128], status_arg[700], sock[700], log[700];
     snprintf(plugin, sizeof(plugin), "%s/nbdkit-laneslocal-plugin.so", d->bin_dir);
     snprintf(store_arg, sizeof(store_arg), "store=%s/store", d->state_dir);
     snprintf(disk_arg, sizeof(disk_arg), "disk=%s", l->id);
+    /* the plugin appends a JSON line here on its first EIO (vm_housekeeping) */
+    snprintf(status_arg, sizeof(status_arg), "status=%s/store-status", l->dir);
     snprintf(sock, sizeof(sock), "%s/nbd.sock", l->dir);
     snprintf(log, sizeof(log), "%s/nbdkit.log", l->dir);
     unlink(sock);
-    char *argv[] = {"nbdkit", "--foreground", "--unix", sock, plugin, store_arg, disk_arg, NULL};
+    char filters[1024] = "", *pre[8], *post[8];
+    int npre = 0, npost = 0;
+    const char *env = getenv("LANES_NBDKIT_FILTERS");
+    if (env)
+        snprintf(filters, sizeof(filters), "%s", env);
+    nbdkit_filter_args(filters, pre, &npre, post, &npost, 8);
+    char *argv[32];
+    int n = 0;
+    argv[n++] = "nbdkit";
+    argv[n++] = "--foreground";
+    argv[n++] = "--unix";
+    argv[n++] = sock;
+    for (int i = 0; i < npre; i++)
+        argv[n++] = pre[i];
+    argv[n++] = plugin;
+    argv[n++] = store_arg;
+    argv[n++] = disk_arg;
+    argv[n++] = status_arg;
+    for (int i = 0; i < npost; i++)
+        argv[n++] = post[i];
+    argv[n] = NULL;
     pid_t pid = spawn_detached(argv, log, NULL, 1);
     if (pid < 0) {
         lane_fail(l, "cannot start nbdkit: %s", strerror((int)-pid));
@@ -738,7 +777,9 @@ static int qemu_argv(lane_rt_t *l, char **argv, int max, char *buf, size_t bufle
         "\"reconnect-delay\":10}",
         l->dir);
     ARG("-device");
-    ARG("virtio-blk-device,drive=root");
+    /* werror=report: a full store (ENOSPC) is an I/O error in the guest,
+     * not a paused VM that looks hung. */
+    ARG("virtio-blk-device,drive=root,werror=report,rerror=report");
     ARG("-device");
     ARG("virtio-serial-device,max_ports=2");
     ARG("-chardev");
@@ -1037,9 +1078,47 @@ void vm_lane_touch(lane_rt_t *l)
     l->last_activity_ms = util_now_ms();
 }
 
+/* Pick up the first integrity report the lane's nbdkit wrote (status= of
+ * the plugin: one JSON line per failure): mark the lane degraded, persist
+ * it and write an "integrity" event.  Degraded is sticky: the file stays,
+ * later lines are ignored. */
+static void lane_check_store_status(lane_rt_t *l)
+{
+    if (l->degraded || !l->dir[0])
+        return;
+    char path[600];
+    snprintf(path, sizeof(path), "%s/store-status", l->dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    char line[2048];
+    ssize_t n;
+    do {
+        n = read(fd, line, sizeof(line) - 1);
+    } while (n < 0 && errno == EINTR);
+    close(fd);
+    if (n <= 0)
+        return;
+    line[n] = 0;
+    char *nl = strchr(line, '\n');
+    if (!nl)
+        return; /* still being written */
+    *nl = 0;
+    json_object *o = json_tokener_parse(line), *e = NULL;
+    const char *why = o && json_object_object_get_ex(o, "error", &e) ? json_object_get_string(e) : NULL;
+    l->degraded = 1;
+    snprintf(l->degraded_reason, sizeof(l->degraded_reason), "store I/O error: %s", why ? why : line);
+    json_object_put(o);
+    util_log("lane %s: degraded: %s", l->name, l->degraded_reason);
+    db_lane_update(l->d, l);
+    db_event(l->d, l->id, "integrity", l->degraded_reason);
+}
+
 void vm_housekeeping(lanesd_t *d)
 {
     int64_t now_ms = util_now_ms();
+    for (lane_rt_t *l = d->lanes; l; l = l->next)
+        lane_check_store_status(l);
     for (lane_rt_t *l = d->lanes; l; l = l->next) {
         if (l->state != LANE_RUNNING || l->teardown || l->freeing)
             continue;
