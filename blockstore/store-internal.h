@@ -7,6 +7,8 @@
  *                    loaded lazily, copy-on-write, serialized on commit)
  *   disk.c           the disk engine: dirty-chunk cache, read/write/flush
  *   objects-local.c  object backend: loose files under STORE/objects
+ *   objects-s3.c     object backend: objects and refs in an S3 bucket, a
+ *                    local write-back journal, a host-wide chunk cache
  *   gc.c             reachability walks over all refs: gc, verify, stats,
  *                    per-ref usage (bytes unique to a ref)
  *
@@ -70,9 +72,26 @@ struct store_backend_ops {
   int (*sweep)(void *be, int64_t cutoff_ns,
                int (*doomed)(const store_id_t *id, void *ud), void *ud,
                store_sweep_counts_t *counts, char **err);
+
+  /* ---- optional: backends whose refs also live elsewhere (S3) ---- */
+  /* Called once after store_open has the SQLite handle. */
+  int (*attach)(void *be, store_t *s, char **err);
+  /* Inside a SQLite transaction (caller holds s->lock): ref name changed
+   * (or was deleted) and must be published. */
+  int (*ref_dirty)(void *be, const char *name, char **err);
+  /* Inside the transaction of a disk commit (caller holds s->lock), after
+   * the local UPDATE: publish ref now (remote durability; failure rolls
+   * the commit back) or mark it for the uploader (local durability). */
+  int (*ref_commit)(void *be, const store_ref_t *ref, char **err);
+  /* Outside any lock: upload the journal and publish dirty refs. */
+  int (*publish)(void *be, char **err);
+  /* Outside any lock: replace local refs with the remote ones (refs with
+   * unpublished local changes are kept). */
+  int (*refresh)(void *be, char **err);
 };
 
 extern const struct store_backend_ops store_backend_local;
+extern const struct store_backend_ops store_backend_s3;
 
 struct store {
   char *dir;
@@ -90,6 +109,16 @@ struct store {
   unsigned pending_count;     /* open writer sessions */
   char *pending_path;
 };
+
+/* Create the SQLite side of a store whose meta says backend (store.c). */
+int store_create_backend(const char *dir, const store_params_t *params,
+                         const char *backend, char **err);
+/* Read a ref inside a transaction (caller holds s->lock). */
+int store_ref_get_locked(store_t *s, const char *name, store_ref_t *out,
+                         char **err);
+/* Insert or replace a ref exactly as given (generation and times
+ * included), for refs pulled from a remote; caller holds s->lock. */
+int store_ref_set_locked(store_t *s, const store_ref_t *ref, char **err);
 
 
 /* ---- errors ---- */

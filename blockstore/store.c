@@ -3,7 +3,15 @@
  * STORE/store.db (SQLite, WAL, synchronous=FULL, busy_timeout) holds:
  *   meta(key, value)   format, chunk_size, fanout, backend — fixed at creation
  *   refs(name, root, size, generation, parent, created, updated)
- * STORE/objects/...    the object backend (objects-local.c).
+ * STORE/objects/...    the object backend (objects-local.c), or, for an S3
+ *                      store (meta backend = 's3'), STORE/backend.conf and
+ *                      objects-s3.c: objects and refs in a bucket, SQLite a
+ *                      local mirror of the bucket's refs.
+ *
+ * Remote refs (backends with the optional ref_* ops): every transaction
+ * that changes a ref also tells the backend (ref_dirty/ref_commit) while
+ * it still holds the lock, and every public call that changed refs calls
+ * ops->publish afterwards, so the bucket follows the local mirror.
  *
  * Ordering invariant (crash safety): every object a ref will reference is
  * written and synced (ops->sync) BEFORE the transaction that makes the ref
@@ -193,7 +201,9 @@ static int is_pow2(uint32_t v)
   return v && !(v & (v - 1));
 }
 
-int store_create(const char *dir, const store_params_t *params, char **err)
+/* Create the SQLite side of a store with the given backend name. */
+int store_create_backend(const char *dir, const store_params_t *params,
+                         const char *backend, char **err)
 {
   store_params_t p = { STORE_DEFAULT_CHUNK_SIZE, STORE_DEFAULT_FANOUT };
   if (params && params->chunk_size)
@@ -218,10 +228,10 @@ int store_create(const char *dir, const store_params_t *params, char **err)
   snprintf(sql, sizeof sql,
            "BEGIN IMMEDIATE;"
            "INSERT INTO meta VALUES('format','" STORE_FORMAT "');"
-           "INSERT INTO meta VALUES('backend','local');"
+           "INSERT INTO meta VALUES('backend','%s');"
            "INSERT INTO meta VALUES('chunk_size','%u');"
            "INSERT INTO meta VALUES('fanout','%u');"
-           "COMMIT;", p.chunk_size, p.fanout);
+           "COMMIT;", backend, p.chunk_size, p.fanout);
   if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) {
     int code = sqlite3_errcode(db);
     r = code == SQLITE_CONSTRAINT
@@ -230,12 +240,33 @@ int store_create(const char *dir, const store_params_t *params, char **err)
     sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
   }
   sqlite3_close(db);
-  if (r == 0) {
+  if (r == 0 && strcmp(backend, "local") == 0) {
     /* The objects directory is made here so a fresh store is complete. */
     void *be;
     if ((r = store_backend_local.open(dir, &be, err)) == 0)
       store_backend_local.close(be);
   }
+  return r;
+}
+
+int store_create(const char *dir, const store_params_t *params, char **err)
+{
+  return store_create_backend(dir, params, "local", err);
+}
+
+static int meta_get_text(store_t *s, const char *key, char *out, size_t cap)
+{
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key=?", -1, &st,
+                         NULL) != SQLITE_OK)
+    return -EIO;
+  sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+  int r = -ENOENT;
+  if (sqlite3_step(st) == SQLITE_ROW) {
+    snprintf(out, cap, "%s", (const char *)sqlite3_column_text(st, 0));
+    r = 0;
+  }
+  sqlite3_finalize(st);
   return r;
 }
 
@@ -300,7 +331,20 @@ int store_open(const char *dir, int create, store_t **out, char **err)
     r = store_err(err, EINVAL, "store %s: bad parameters in meta", dir);
     goto fail;
   }
+  char backend[32] = "local";
+  (void)meta_get_text(s, "backend", backend, sizeof backend);
+  if (strcmp(backend, "s3") == 0) {
+    s->ops = &store_backend_s3;
+  } else if (strcmp(backend, "local") != 0) {
+    r = store_err(err, EINVAL, "store %s: unknown backend '%s'", dir, backend);
+    goto fail;
+  }
   if ((r = s->ops->open(dir, &s->be, err)) < 0)
+    goto fail;
+  if (s->ops->attach && (r = s->ops->attach(s->be, s, err)) < 0)
+    goto fail;
+  /* A remote backend's refs are the truth: start from them. */
+  if (s->ops->refresh && (r = s->ops->refresh(s->be, err)) < 0)
     goto fail;
   *out = s;
   return 0;
@@ -481,8 +525,8 @@ static void ref_from_row(sqlite3_stmt *st, store_ref_t *ref)
 #define REF_COLS "name, root, size, generation, parent, created, updated"
 
 /* Caller holds s->lock. */
-static int ref_get_locked(store_t *s, const char *name, store_ref_t *out,
-                          char **err)
+int store_ref_get_locked(store_t *s, const char *name, store_ref_t *out,
+                         char **err)
 {
   sqlite3_stmt *st;
   int r = db_prepare(s, "SELECT " REF_COLS " FROM refs WHERE name=?", &st,
@@ -501,10 +545,49 @@ static int ref_get_locked(store_t *s, const char *name, store_ref_t *out,
   return r;
 }
 
+/* Tell a backend with remote refs that name changed (caller holds s->lock
+ * inside the transaction that changes it). */
+static int ref_mark(store_t *s, const char *name, char **err)
+{
+  return s->ops->ref_dirty ? s->ops->ref_dirty(s->be, name, err) : 0;
+}
+
+/* After a public call changed refs: push them to the remote, if any. */
+static int refs_publish(store_t *s, int r, char **err)
+{
+  if (r < 0 || !s->ops->publish)
+    return r;
+  int p = s->ops->publish(s->be, err);
+  return p < 0 ? p : r;
+}
+
+int store_ref_set_locked(store_t *s, const store_ref_t *ref, char **err)
+{
+  sqlite3_stmt *st;
+  int r = db_prepare(s, "INSERT OR REPLACE INTO refs(" REF_COLS ") "
+                     "VALUES(?1,?2,?3,?4,?5,?6,?7)", &st, err);
+  if (r < 0)
+    return r;
+  sqlite3_bind_text(st, 1, ref->name, -1, SQLITE_STATIC);
+  sqlite3_bind_blob(st, 2, ref->root.b, STORE_ID_LEN, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 3, (sqlite3_int64)ref->size);
+  sqlite3_bind_int64(st, 4, (sqlite3_int64)ref->generation);
+  if (ref->parent[0])
+    sqlite3_bind_text(st, 5, ref->parent, -1, SQLITE_STATIC);
+  else
+    sqlite3_bind_null(st, 5);
+  sqlite3_bind_int64(st, 6, ref->created);
+  sqlite3_bind_int64(st, 7, ref->updated);
+  if (sqlite3_step(st) != SQLITE_DONE)
+    r = db_err(s, err, "write ref");
+  sqlite3_finalize(st);
+  return r;
+}
+
 int store_ref_get(store_t *s, const char *name, store_ref_t *out, char **err)
 {
   pthread_mutex_lock(&s->lock);
-  int r = ref_get_locked(s, name, out, err);
+  int r = store_ref_get_locked(s, name, out, err);
   pthread_mutex_unlock(&s->lock);
   return r;
 }
@@ -541,7 +624,7 @@ static int ref_put_locked(store_t *s, const char *name, const store_id_t *root,
       r = db_err(s, err, "write ref");
   }
   sqlite3_finalize(st);
-  return r;
+  return r < 0 ? r : ref_mark(s, name, err);
 }
 
 int store_ref_commit(store_t *s, const char *name, uint64_t expect_gen,
@@ -573,7 +656,7 @@ int store_ref_commit(store_t *s, const char *name, uint64_t expect_gen,
   if (sqlite3_changes(s->db) != 1) {
     store_ref_t cur;
     char *e2 = NULL;
-    r = ref_get_locked(s, name, &cur, &e2);
+    r = store_ref_get_locked(s, name, &cur, &e2);
     free(e2);
     r = r == -ENOENT
       ? store_err(err, ENOENT, "commit %s: ref was deleted", name)
@@ -583,6 +666,14 @@ int store_ref_commit(store_t *s, const char *name, uint64_t expect_gen,
                   (unsigned long long)expect_gen);
     db_rollback(s);
     goto out;
+  }
+  if (s->ops->ref_commit) {
+    store_ref_t now;
+    if ((r = store_ref_get_locked(s, name, &now, err)) < 0 ||
+        (r = s->ops->ref_commit(s->be, &now, err)) < 0) {
+      db_rollback(s);
+      goto out;
+    }
   }
   if ((r = db_exec(s, "COMMIT", err)) < 0)
     db_rollback(s);
@@ -601,13 +692,13 @@ int store_ref_copy(store_t *s, const char *src, const char *dst, int replace,
   pthread_mutex_lock(&s->lock);
   if ((r = db_exec(s, "BEGIN IMMEDIATE", err)) < 0)
     goto out;
-  if ((r = ref_get_locked(s, src, &ref, err)) < 0 ||
+  if ((r = store_ref_get_locked(s, src, &ref, err)) < 0 ||
       (r = ref_put_locked(s, dst, &ref.root, ref.size, src, replace, err)) < 0 ||
       (r = db_exec(s, "COMMIT", err)) < 0)
     db_rollback(s);
 out:
   pthread_mutex_unlock(&s->lock);
-  return r;
+  return refs_publish(s, r, err);
 }
 
 int store_ref_delete(store_t *s, const char *name, char **err)
@@ -615,17 +706,25 @@ int store_ref_delete(store_t *s, const char *name, char **err)
   sqlite3_stmt *st;
   int r;
   pthread_mutex_lock(&s->lock);
-  if ((r = db_prepare(s, "DELETE FROM refs WHERE name=?", &st, err)) < 0)
+  if ((r = db_exec(s, "BEGIN IMMEDIATE", err)) < 0)
     goto out;
+  if ((r = db_prepare(s, "DELETE FROM refs WHERE name=?", &st, err)) < 0)
+    goto fail;
   sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
   if (sqlite3_step(st) != SQLITE_DONE)
     r = db_err(s, err, "delete ref");
   else if (sqlite3_changes(s->db) == 0)
     r = store_err(err, ENOENT, "no ref %s", name);
   sqlite3_finalize(st);
+  if (r < 0 || (r = ref_mark(s, name, err)) < 0 ||
+      (r = db_exec(s, "COMMIT", err)) < 0)
+    goto fail;
+  goto out;
+fail:
+  db_rollback(s);
 out:
   pthread_mutex_unlock(&s->lock);
-  return r;
+  return refs_publish(s, r, err);
 }
 
 int store_ref_list(store_t *s, const char *prefix, store_ref_cb cb, void *ud,
@@ -762,6 +861,7 @@ int store_image_import(store_t *s, const char *name, const char *raw_path,
       db_rollback(s);
   }
   pthread_mutex_unlock(&s->lock);
+  r = refs_publish(s, r, err);
   if (r == 0 && progress)
     progress(size, size, ud);
 out:
@@ -811,7 +911,7 @@ int store_disk_create(store_t *s, const char *disk, const char *from_ref,
   if ((r = db_exec(s, "BEGIN IMMEDIATE", err)) == 0) {
     /* Re-check the source: it must not have moved since we read it. */
     store_ref_t again;
-    if ((r = ref_get_locked(s, from_ref, &again, err)) == 0 &&
+    if ((r = store_ref_get_locked(s, from_ref, &again, err)) == 0 &&
         (again.generation != src.generation ||
          memcmp(&again.root, &src.root, sizeof src.root) != 0))
       r = store_err(err, EAGAIN, "%s changed while creating disk %s",
@@ -822,6 +922,7 @@ int store_disk_create(store_t *s, const char *disk, const char *from_ref,
       db_rollback(s);
   }
   pthread_mutex_unlock(&s->lock);
+  r = refs_publish(s, r, err);
   if (pending)
     store_pending_end(s);
   return r;
@@ -849,9 +950,25 @@ static int db_update_parent(store_t *s, const char *name, const char *parent,
                             const char *where_parent, char **err)
 {
   sqlite3_stmt *st;
-  int r = db_prepare(s, where_parent
-                     ? "UPDATE refs SET parent=?1 WHERE parent=?2"
-                     : "UPDATE refs SET parent=?1 WHERE name=?2", &st, err);
+  int r;
+  if (s->ops->ref_dirty) {
+    /* Every ref whose parent changes must be republished. */
+    if ((r = db_prepare(s, where_parent
+                        ? "SELECT name FROM refs WHERE parent=?1"
+                        : "SELECT name FROM refs WHERE name=?1", &st,
+                        err)) < 0)
+      return r;
+    sqlite3_bind_text(st, 1, where_parent ? where_parent : name, -1,
+                      SQLITE_STATIC);
+    while (r == 0 && sqlite3_step(st) == SQLITE_ROW)
+      r = ref_mark(s, (const char *)sqlite3_column_text(st, 0), err);
+    sqlite3_finalize(st);
+    if (r < 0)
+      return r;
+  }
+  r = db_prepare(s, where_parent
+                 ? "UPDATE refs SET parent=?1 WHERE parent=?2"
+                 : "UPDATE refs SET parent=?1 WHERE name=?2", &st, err);
   if (r < 0)
     return r;
   if (parent && *parent)
@@ -880,7 +997,7 @@ int store_snapshot_create(store_t *s, const char *disk, const char *name,
   /* The snapshot descends from what the disk descended from; the disk
    * now descends from the snapshot.  The disk's generation is untouched,
    * so a live writer's next commit still succeeds. */
-  if ((r = ref_get_locked(s, dref, &cur, err)) < 0 ||
+  if ((r = store_ref_get_locked(s, dref, &cur, err)) < 0 ||
       (r = ref_put_locked(s, sref, &cur.root, cur.size, cur.parent, 0,
                           err)) < 0 ||
       (r = db_update_parent(s, dref, sref, NULL, err)) < 0 ||
@@ -888,7 +1005,7 @@ int store_snapshot_create(store_t *s, const char *disk, const char *name,
     db_rollback(s);
 out:
   pthread_mutex_unlock(&s->lock);
-  return r;
+  return refs_publish(s, r, err);
 }
 
 int store_snapshot_restore(store_t *s, const char *disk, const char *name,
@@ -902,8 +1019,8 @@ int store_snapshot_restore(store_t *s, const char *disk, const char *name,
   pthread_mutex_lock(&s->lock);
   if ((r = db_exec(s, "BEGIN IMMEDIATE", err)) < 0)
     goto out;
-  if ((r = ref_get_locked(s, sref, &snap, err)) < 0 ||
-      (r = ref_get_locked(s, dref, &cur, err)) < 0)
+  if ((r = store_ref_get_locked(s, sref, &snap, err)) < 0 ||
+      (r = store_ref_get_locked(s, dref, &cur, err)) < 0)
     goto fail;
   if (snap.size != cur.size) {
     r = store_err(err, EINVAL, "%s has size %llu but %s has %llu", sref,
@@ -921,7 +1038,7 @@ fail:
   db_rollback(s);
 out:
   pthread_mutex_unlock(&s->lock);
-  return r;
+  return refs_publish(s, r, err);
 }
 
 int store_snapshot_delete(store_t *s, const char *disk, const char *name,
@@ -936,7 +1053,7 @@ int store_snapshot_delete(store_t *s, const char *disk, const char *name,
   pthread_mutex_lock(&s->lock);
   if ((r = db_exec(s, "BEGIN IMMEDIATE", err)) < 0)
     goto out;
-  if ((r = ref_get_locked(s, sref, &snap, err)) < 0)
+  if ((r = store_ref_get_locked(s, sref, &snap, err)) < 0)
     goto fail;
   /* Children of the snapshot now descend from its parent. */
   if ((r = db_update_parent(s, NULL, snap.parent, sref, err)) < 0 ||
@@ -946,14 +1063,15 @@ int store_snapshot_delete(store_t *s, const char *disk, const char *name,
   if (sqlite3_step(st) != SQLITE_DONE)
     r = db_err(s, err, "delete ref");
   sqlite3_finalize(st);
-  if (r < 0 || (r = db_exec(s, "COMMIT", err)) < 0)
+  if (r < 0 || (r = ref_mark(s, sref, err)) < 0 ||
+      (r = db_exec(s, "COMMIT", err)) < 0)
     goto fail;
   goto out;
 fail:
   db_rollback(s);
 out:
   pthread_mutex_unlock(&s->lock);
-  return r;
+  return refs_publish(s, r, err);
 }
 
 int store_disk_delete(store_t *s, const char *disk, char **err)
@@ -967,6 +1085,18 @@ int store_disk_delete(store_t *s, const char *disk, char **err)
   pthread_mutex_lock(&s->lock);
   if ((r = db_exec(s, "BEGIN IMMEDIATE", err)) < 0)
     goto out;
+  if (s->ops->ref_dirty) {
+    if ((r = db_prepare(s, "SELECT name FROM refs WHERE name=?1 OR "
+                        "substr(name, 1, length(?2)) = ?2", &st, err)) < 0)
+      goto fail;
+    sqlite3_bind_text(st, 1, dref, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, prefix, -1, SQLITE_STATIC);
+    while (r == 0 && sqlite3_step(st) == SQLITE_ROW)
+      r = ref_mark(s, (const char *)sqlite3_column_text(st, 0), err);
+    sqlite3_finalize(st);
+    if (r < 0)
+      goto fail;
+  }
   if ((r = db_prepare(s, "DELETE FROM refs WHERE name=?1 OR "
                       "substr(name, 1, length(?2)) = ?2", &st, err)) < 0)
     goto fail;
@@ -985,5 +1115,5 @@ fail:
   db_rollback(s);
 out:
   pthread_mutex_unlock(&s->lock);
-  return r;
+  return refs_publish(s, r, err);
 }

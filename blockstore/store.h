@@ -226,6 +226,95 @@ typedef struct store_verify_result {
 int store_verify(store_t *store, store_verify_cb cb, void *ud,
                  store_verify_result_t *out, char **err);
 
+/* ---- S3 stores (objects-s3.c; docs/s3.md) ----
+ * An S3 store is a local directory (SQLite mirror of the bucket's refs,
+ * write-back journal, backend.conf) plus a bucket holding everything a host
+ * needs: PREFIX/store.json (chunk size, fanout), PREFIX/objects/<sha256>,
+ * PREFIX/refs/<ref name> (JSON), PREFIX/leases/<ref name>, PREFIX/meta/...
+ * (small documents of the orchestrator, e.g. lane configurations).  The
+ * calls below return -EOPNOTSUPP on a local store unless said otherwise. */
+typedef enum store_durability {
+  STORE_DURABILITY_LOCAL = 0,   /* FLUSH = journal fsynced; upload follows */
+  STORE_DURABILITY_REMOTE = 1,  /* FLUSH = objects and ref in the bucket */
+} store_durability_t;
+
+typedef struct store_s3_config {
+  const char *endpoint;         /* http[s]://host[:port] */
+  const char *bucket;
+  const char *prefix;           /* key prefix, no leading/trailing '/'; may be "" */
+  const char *region;           /* NULL = us-east-1 */
+  const char *credentials_file; /* path only: secrets never leave the file */
+  const char *profile;          /* NULL = default */
+  int vhost;                    /* virtual-host addressing (default: path) */
+  store_durability_t durability;
+  const char *cache_dir;        /* host-wide clean chunk cache; NULL = DIR/cache */
+  uint64_t cache_bytes;         /* LRU bound; 0 = 1 GiB */
+  int allow_unenforced_leases;  /* see docs/s3.md: LEASES ON STORES THAT DO
+                                   NOT ENFORCE CONDITIONAL WRITES */
+} store_s3_config_t;
+
+/* Make dir an S3 store for cfg: probe whether the bucket enforces
+ * conditional writes (*enforced), adopt PREFIX/store.json if the bucket
+ * already holds a store there (params are then ignored), else write it.
+ * -EEXIST if dir already holds a store. */
+int store_create_s3(const char *dir, const store_s3_config_t *cfg,
+                    const store_params_t *params, int *enforced, char **err);
+/* "local" or "s3". */
+const char *store_backend_name(const store_t *store);
+/* Pull the bucket's refs into the local mirror (local store: no-op, 0). */
+int store_refresh(store_t *store, char **err);
+/* Upload the journal and publish every unpublished ref (local: no-op). */
+int store_publish(store_t *store, char **err);
+/* Start the background uploader (local durability) of this handle. */
+int store_background_start(store_t *store, char **err);
+
+typedef struct store_remote_stats {
+  uint64_t gets, get_bytes;     /* objects fetched from the bucket */
+  uint64_t prefetch_gets;       /* of those, by read-ahead */
+  uint64_t puts, put_bytes;     /* objects uploaded */
+  uint64_t cache_hits, journal_hits;
+  uint64_t ref_puts;
+  uint64_t attempts;            /* HTTP attempts, retries included */
+  uint64_t connections;         /* connections opened */
+} store_remote_stats_t;
+int store_remote_stats(store_t *store, store_remote_stats_t *out);
+
+/* Leases (one writer host per ref; docs/s3.md).  check: may holder attach
+ * ref now?  0 yes; -EBUSY held by another host (message names it and the
+ * time left); -EPERM the store does not enforce conditional writes and the
+ * ref was last held by another host (allowed only with
+ * allow_unenforced_leases once released or expired).  acquire: take the
+ * lease, claim the ref's fencing token and keep renewing in a thread;
+ * release: stop renewing, release.  store_lease_ok: 0 while the lease is
+ * held, -ESTALE once it was lost (the handle then refuses to publish). */
+int store_lease_check(store_t *store, const char *ref, const char *holder,
+                      char **err);
+int store_lease_acquire(store_t *store, const char *ref, const char *holder,
+                        int64_t ttl_ms, char **err);
+int store_lease_release(store_t *store, char **err);
+int store_lease_ok(store_t *store, char **err);
+/* 1 if the bucket enforces conditional writes (probed at creation). */
+int store_conditional_enforced(const store_t *store);
+
+/* Read-ahead: fetch the committed chunks of ref covering [offset,
+ * offset+len) into the cache.  wait = 0 queues them for a background
+ * thread; wait = 1 fetches them in parallel before returning (used to turn
+ * one multi-chunk read into parallel GETs).  Best effort: errors are left
+ * for the real read to report.  Local store: no-op. */
+int store_prefetch(store_t *store, const char *ref, uint64_t offset,
+                   uint64_t len, int wait);
+
+/* Small documents under PREFIX/meta/ (orchestrator state shared by hosts).
+ * get: malloc'd NUL-terminated body; -ENOENT if missing.  list: cb gets
+ * each name below prefix (relative to meta/). */
+int store_meta_put(store_t *store, const char *name, const char *body,
+                   char **err);
+int store_meta_get(store_t *store, const char *name, char **body, char **err);
+int store_meta_delete(store_t *store, const char *name, char **err);
+typedef int (*store_meta_cb)(const char *name, void *ud);
+int store_meta_list(store_t *store, const char *prefix, store_meta_cb cb,
+                    void *ud, char **err);
+
 /* ---- disk engine (what the nbdkit plugin wraps) ---- */
 /* Open ref (any namespace) for I/O; opts may be NULL.  Refs outside "disk/"
  * are always opened read-only. */

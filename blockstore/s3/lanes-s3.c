@@ -11,6 +11,13 @@
  *   lanes-s3 OPTIONS put-many PREFIX COUNT SIZE   random objects named by SHA-256
  *   lanes-s3 OPTIONS get-many PREFIX         GET (verified) every object
  *                                            put-many wrote, in parallel
+ *   lanes-s3 OPTIONS store-init DIR PREFIX [KEY=VALUE...]
+ *                                            make DIR an S3 block store on
+ *                                            PREFIX (store.h store_create_s3);
+ *                                            keys: durability=local|remote,
+ *                                            cache_dir=D, cache_bytes=N,
+ *                                            chunk_size=N,
+ *                                            allow_unenforced_leases=0|1
  *
  * Options: --endpoint URL --bucket B [--region R] [--path-style|--vhost]
  *   [--credentials-file F] [--profile P] [--resolve HOST:PORT:ADDR]
@@ -34,12 +41,55 @@
 #include <openssl/sha.h>
 
 #include "s3.h"
+#include "store.h"
+
+/* store-init: make DIR an S3 store (the same call lanesd's store add makes). */
+static int cmd_store_init(const s3_config_t *cfg, char **a, int na,
+                          char **err)
+{
+  store_s3_config_t sc = {
+    .endpoint = cfg->endpoint, .bucket = cfg->bucket, .prefix = a[1],
+    .region = cfg->region, .credentials_file = cfg->credentials_file,
+    .profile = cfg->profile, .vhost = !cfg->path_style,
+  };
+  store_params_t params = {0, 0};
+  for (int i = 2; i < na; i++) {
+    const char *v = strchr(a[i], '=');
+    if (!v) {
+      fprintf(stderr, "lanes-s3: store-init: expected KEY=VALUE, not %s\n", a[i]);
+      return -EINVAL;
+    }
+    v++;
+    if (!strncmp(a[i], "durability=", 11))
+      sc.durability = strcmp(v, "remote") == 0 ? STORE_DURABILITY_REMOTE
+                                               : STORE_DURABILITY_LOCAL;
+    else if (!strncmp(a[i], "cache_dir=", 10))
+      sc.cache_dir = v;
+    else if (!strncmp(a[i], "cache_bytes=", 12))
+      sc.cache_bytes = strtoull(v, NULL, 10);
+    else if (!strncmp(a[i], "chunk_size=", 11))
+      params.chunk_size = (uint32_t)strtoul(v, NULL, 10);
+    else if (!strncmp(a[i], "allow_unenforced_leases=", 24))
+      sc.allow_unenforced_leases = atoi(v);
+    else {
+      fprintf(stderr, "lanes-s3: store-init: unknown key in %s\n", a[i]);
+      return -EINVAL;
+    }
+  }
+  int enforced = 0;
+  int r = store_create_s3(a[0], &sc, &params, &enforced, err);
+  if (r == 0)
+    printf("conditional writes: %s\n", enforced ? "enforced" : "not enforced");
+  return r;
+}
 
 static void usage(FILE *f)
 {
   fputs("usage: lanes-s3 --endpoint URL --bucket B [OPTIONS] COMMAND ...\n"
         "  mb | put KEY FILE | get KEY [OFF LEN] | head KEY | rm KEY\n"
         "  ls [PREFIX] | probe [KEY] | put-many PREFIX COUNT SIZE | get-many PREFIX\n"
+        "  store-init DIR PREFIX [durability=local|remote] [cache_dir=D]\n"
+        "             [cache_bytes=N] [chunk_size=N] [allow_unenforced_leases=1]\n"
         "options: --region R --path-style --vhost --credentials-file F --profile P\n"
         "  --resolve HOST:PORT:ADDR --attempts N --parallel N --backoff-ms N\n"
         "  --backoff-cap-ms N --timeout-ms N --page N --checksum md5|sha256|both\n"
@@ -352,6 +402,8 @@ int main(int argc, char **argv)
     }
   } else if (strcmp(cmd, "get-many") == 0 && na == 1) {
     r = cmd_get_many(c, a[0], page, &err);
+  } else if (strcmp(cmd, "store-init") == 0 && na >= 2) {
+    r = cmd_store_init(&cfg, a, na, &err);
   } else {
     usage(stderr);
     rc = 2;

@@ -1090,10 +1090,12 @@ struct list_ctx {
   char *last_key;
 };
 
-static int list_entry(const char *key, uint64_t size, const char *etag, void *ud)
+static int list_entry(const char *key, uint64_t size, const char *etag,
+                      int64_t mtime_ms, void *ud)
 {
   struct list_ctx *lc = ud;
-  s3_list_entry_t e = {.key = key, .size = size, .etag = etag};
+  s3_list_entry_t e = {.key = key, .size = size, .etag = etag,
+                       .mtime_ms = mtime_ms};
   lc->count++;
   free(lc->last_key);
   lc->last_key = strdup(key);

@@ -48,7 +48,10 @@ typedef struct s3_xml_list {
   unsigned count;
 } s3_xml_list_t;
 typedef int (*s3_xml_list_cb)(const char *key, uint64_t size,
-                              const char *etag, void *ud);
+                              const char *etag, int64_t mtime_ms, void *ud);
+/* ISO 8601 UTC timestamp as S3 lists them -> ms since the epoch, -1 if
+ * malformed. */
+int64_t s3_parse_iso8601_ms(const char *t);
 /* 0 on success; -EBADMSG if body is not a ListBucketResult; -ECANCELED if
  * cb asked to stop. */
 int s3_xml_parse_list(const char *body, size_t len, s3_xml_list_cb cb,

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <expat.h>
 
@@ -37,6 +38,7 @@ struct xml_state {
   void *ud;
   char *key, *etag;
   uint64_t size;
+  int64_t mtime_ms;                  /* LastModified, -1 if absent */
 };
 
 static const char *local_name(const char *n)
@@ -68,6 +70,7 @@ static void xml_start(void *ud, const XML_Char *name, const XML_Char **attrs)
     free(s->etag);
     s->key = s->etag = NULL;
     s->size = 0;
+    s->mtime_ms = -1;
   }
   s->depth++;
   s->text.len = 0;
@@ -94,6 +97,25 @@ static char *text_dup(struct xml_state *s)
   memcpy(r, s->text.data ? s->text.data : "", s->text.len);
   r[s->text.len] = '\0';
   return r;
+}
+
+/* "2024-01-02T03:04:05.678Z" -> ms since the epoch; -1 if malformed. */
+int64_t s3_parse_iso8601_ms(const char *t)
+{
+  struct tm tm;
+  memset(&tm, 0, sizeof tm);
+  int ms = 0;
+  const char *p = strptime(t, "%Y-%m-%dT%H:%M:%S", &tm);
+  if (!p)
+    return -1;
+  if (*p == '.') {
+    int scale = 100;
+    for (p++; *p >= '0' && *p <= '9'; p++, scale /= 10)
+      ms += (*p - '0') * scale;
+  }
+  if (*p != 'Z' && *p != '\0')
+    return -1;
+  return (int64_t)timegm(&tm) * 1000 + ms;
 }
 
 static void set_field(char **slot, char *v)
@@ -129,7 +151,8 @@ static void xml_end(void *ud, const XML_Char *name)
         return;
       }
       s->list->count++;
-      if (s->cb && s->cb(s->key, s->size, s->etag ? s->etag : "", s->ud)) {
+      if (s->cb && s->cb(s->key, s->size, s->etag ? s->etag : "",
+                         s->mtime_ms, s->ud)) {
         s->failed = -ECANCELED;
         XML_StopParser(s->p, XML_FALSE);
       }
@@ -142,6 +165,10 @@ static void xml_end(void *ud, const XML_Char *name)
     } else if (strcmp(el, "Size") == 0) {
       char *t = text_dup(s), *e;
       s->size = t ? strtoull(t, &e, 10) : 0;
+      free(t);
+    } else if (strcmp(el, "LastModified") == 0) {
+      char *t = text_dup(s);
+      s->mtime_ms = t ? s3_parse_iso8601_ms(t) : -1;
       free(t);
     }
   }

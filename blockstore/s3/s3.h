@@ -122,6 +122,7 @@ typedef struct s3_list_entry {
   const char *key;
   uint64_t size;
   const char *etag;
+  int64_t mtime_ms;              /* LastModified (ms since epoch), -1 if absent */
 } s3_list_entry_t;
 typedef int (*s3_list_cb)(const s3_list_entry_t *e, void *ud);
 
