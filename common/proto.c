@@ -192,6 +192,7 @@ const char *lp_type_name(uint8_t type)
         [LP_DATA] = "DATA",           [LP_OK] = "OK",               [LP_SYNC] = "SYNC",
         [LP_SHUTDOWN] = "SHUTDOWN",   [LP_PING] = "PING",           [LP_PONG] = "PONG",
         [LP_CANCEL] = "CANCEL",       [LP_FREEZE] = "FREEZE",       [LP_THAW] = "THAW",
+        [LP_CONFIGURE] = "CONFIGURE",
     };
     if (type == 0 || type > LP_TYPE_MAX)
         return "UNKNOWN";

@@ -25,7 +25,7 @@
  *
  * Streams: the host allocates stream ids (odd numbers, never reused within a
  * connection). A stream begins with LP_EXEC, LP_FILE_PUT, LP_FILE_GET,
- * LP_SYNC, LP_SHUTDOWN, LP_FREEZE or LP_THAW and ends with exactly one terminal frame from the
+ * LP_SYNC, LP_SHUTDOWN, LP_FREEZE, LP_THAW or LP_CONFIGURE and ends with exactly one terminal frame from the
  * guest: LP_EXIT (exec), LP_OK or LP_ERROR (anything).
  *
  * Flow control: per stream and per direction, the sender may have at most
@@ -85,7 +85,12 @@ enum lp_type {
                                  the guest still sends the terminal frame */
     LP_FREEZE = 23,     /* h->g  FIFREEZE the root filesystem (flushes it and the disk cache); LP_OK */
     LP_THAW = 24,       /* h->g  FITHAW the root filesystem; LP_OK also when it was not frozen */
-    LP_TYPE_MAX = 24,
+    LP_CONFIGURE = 25,  /* h->g  lane settings, idempotent (sent after every HELLO_ACK): TLV NET_ADDR
+                                 ("10.0.2.2/30"), NET_GW, DNS*, CA_PEM (the lane CA: installed into a
+                                 tmpfs bundle bind-mounted over the system one and exported as
+                                 SSL_CERT_FILE etc.), DEFAULT_ENV* ("K=V" for every later exec,
+                                 before the exec's own ENV). LP_OK or LP_ERROR */
+    LP_TYPE_MAX = 25,
 };
 
 enum lp_tag {
@@ -116,6 +121,11 @@ enum lp_tag {
     LP_T_UID = 33,
     LP_T_GID = 34,
     LP_T_SHUTDOWN_MODE = 35,
+    LP_T_NET_ADDR = 40,
+    LP_T_NET_GW = 41,
+    LP_T_DNS = 42,
+    LP_T_CA_PEM = 43,
+    LP_T_DEFAULT_ENV = 44,
 };
 
 typedef struct {

@@ -344,6 +344,10 @@ static void dispatch(li_ctx_t *ctx, const lp_frame_t *f)
         if (stream_open_ok(ctx, f))
             handle_shutdown(ctx, f);
         return;
+    case LP_CONFIGURE:
+        if (stream_open_ok(ctx, f))
+            config_apply(ctx, f->stream, f->payload, f->len);
+        return;
     case LP_FREEZE:
     case LP_THAW: {
         /* Root filesystem only: that is the lane's disk. FIFREEZE syncs the

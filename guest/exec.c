@@ -368,6 +368,12 @@ void exec_start(li_ctx_t *ctx, uint32_t stream, const uint8_t *payload, size_t l
         agent_send_error(ctx, stream, r, "EXEC: building environment: %s", strerror(-r));
         goto out;
     }
+    for (size_t i = 0; i < ctx->ndefault_env; i++) {
+        if ((r = env_set(&env, &nenv, ctx->default_env[i])) < 0) {
+            agent_send_error(ctx, stream, r, "EXEC: building environment: %s", strerror(-r));
+            goto out;
+        }
+    }
     for (size_t i = 0; i < q.nenv; i++) {
         if ((r = env_set(&env, &nenv, q.envs[i])) < 0) {
             agent_send_error(ctx, stream, r, "EXEC: building environment: %s", strerror(-r));

@@ -9,6 +9,7 @@
  *   exec.c   exec sessions (fork/exec, pipes or PTY, windows, reaping)
  *   files.c  FILE_PUT / FILE_GET transfers, SYNC, freeze hook
  *   users.c  /etc/passwd and /etc/group parsing (no NSS in a static binary)
+ *   config.c LP_CONFIGURE: network, resolver, lane CA, default environment
  *   log.c    console logging
  *
  * Threading: single-threaded, one poll() loop; nothing blocks on the host.
@@ -23,6 +24,8 @@
 #include "proto.h"
 
 #define LI_MAX_STREAMS 256
+/* DEFAULT_ENV entries kept from LP_CONFIGURE (CA variables + the host's). */
+#define LI_MAX_DEFAULT_ENV 128
 /* Stop reading child output / files while this much is queued for the host. */
 #define LI_OUTQ_HIGH (512u * 1024u)
 /* Stop reading frames from the host while this much is queued (a host that
@@ -101,6 +104,9 @@ typedef struct li_ctx {
     li_stream_t *streams;
     size_t nstreams;
 
+    char *default_env[LI_MAX_DEFAULT_ENV]; /* from LP_CONFIGURE, for every exec */
+    size_t ndefault_env;
+
     char hostname[65];
     char root_dev[256];
     char root_fstype[32];
@@ -162,6 +168,10 @@ void files_destroy(li_ctx_t *ctx, li_stream_t *s);
  * consistent snapshots; returns 0 or negative errno. */
 int files_freeze(const char *path);
 int files_thaw(const char *path);
+
+/* config.c */
+void config_apply(li_ctx_t *ctx, uint32_t stream, const uint8_t *payload, size_t len);
+void config_reset(li_ctx_t *ctx);
 
 /* users.c */
 typedef struct {

@@ -293,6 +293,25 @@ static int grow(char **b, size_t *cap, size_t need)
     return 0;
 }
 
+/* Length of the longest suffix of f->buf that is a proper prefix of one of
+ * the filter's patterns (placeholders when scanning, values when masking). */
+static size_t filter_pending_tail(const secret_filter_t *f)
+{
+    size_t best = 0;
+    for (size_t i = 0; i < f->ss->n; i++) {
+        const char *pat = f->mode == FILTER_SCAN ? f->ss->s[i].placeholder : f->ss->s[i].value;
+        size_t pl = strlen(pat);
+        size_t max = pl - 1 < f->len ? pl - 1 : f->len;
+        for (size_t k = max; k > best; k--) {
+            if (memcmp(f->buf + f->len - k, pat, k) == 0) {
+                best = k;
+                break;
+            }
+        }
+    }
+    return best;
+}
+
 int secret_filter_push(secret_filter_t *f, const char *in, size_t n, bool flush,
                        const char **out, size_t *outn)
 {
@@ -318,9 +337,12 @@ int secret_filter_push(secret_filter_t *f, const char *in, size_t n, bool flush,
     } else {
         f->masked += secrets_mask(f->ss, f->buf, f->len);
     }
-    /* Every match starting before len - keep lies wholly inside buf, so the
-     * prefix is final; the tail may still begin a match. */
-    size_t emit = flush ? f->len : (f->len > f->keep ? f->len - f->keep : 0);
+    /* After masking/scanning, only a tail that is a proper prefix of some
+     * pattern can still grow into a match; everything before it is final.
+     * Holding back just that tail (usually nothing) keeps keep-alive
+     * responses flowing: holding a fixed keep bytes would stall the end of
+     * every response until the peer sends more or closes. */
+    size_t emit = flush ? f->len : f->len - filter_pending_tail(f);
     if (grow(&f->out, &f->outcap, emit) < 0)
         return -ENOMEM;
     memcpy(f->out, f->buf, emit);

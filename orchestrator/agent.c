@@ -54,7 +54,7 @@
 
 enum agent_state { AS_IDLE, AS_CONNECTING, AS_HELLO, AS_READY, AS_DEAD };
 
-enum stream_kind { SK_EXEC, SK_PUT, SK_GET, SK_SYNC, SK_SHUTDOWN, SK_FREEZE, SK_THAW };
+enum stream_kind { SK_EXEC, SK_PUT, SK_GET, SK_SYNC, SK_SHUTDOWN, SK_FREEZE, SK_THAW, SK_CONFIGURE };
 
 typedef struct stream {
     struct stream *next, *prev;
@@ -223,6 +223,7 @@ static const char *kind_name(enum stream_kind k)
     case SK_SHUTDOWN: return "shutdown";
     case SK_FREEZE: return "freeze";
     case SK_THAW: return "thaw";
+    case SK_CONFIGURE: return "configure";
     }
     return "?";
 }
@@ -552,6 +553,7 @@ static void stream_finish(stream_t *s, int err, const char *msg, const agent_exi
     case SK_SHUTDOWN:
     case SK_FREEZE:
     case SK_THAW:
+    case SK_CONFIGURE:
         if (s->cb.done)
             s->cb.done(a, err, err ? msg : NULL, s->ud);
         break;
@@ -1272,6 +1274,30 @@ int agent_freeze(agent_t *a, agent_done_cb cb, void *ud)
     if (!a)
         return -EINVAL;
     return simple_request(a, SK_FREEZE, LP_FREEZE, NULL, 0, cb, ud);
+}
+
+int agent_configure(agent_t *a, const agent_config_t *cfg, agent_done_cb cb, void *ud)
+{
+    if (!a || !cfg)
+        return -EINVAL;
+    uint8_t *buf = malloc(LP_MAX_PAYLOAD);
+    if (!buf)
+        return -ENOMEM;
+    lp_msg_t m;
+    lp_msg_init(&m, buf, LP_MAX_PAYLOAD);
+    if (cfg->net_addr)
+        lp_msg_put_str(&m, LP_T_NET_ADDR, cfg->net_addr);
+    if (cfg->net_gw)
+        lp_msg_put_str(&m, LP_T_NET_GW, cfg->net_gw);
+    if (cfg->dns)
+        lp_msg_put_str(&m, LP_T_DNS, cfg->dns);
+    if (cfg->ca_pem && cfg->ca_pem_len)
+        lp_msg_put(&m, LP_T_CA_PEM, cfg->ca_pem, (uint32_t)cfg->ca_pem_len);
+    for (size_t i = 0; cfg->env && cfg->env[i]; i++)
+        lp_msg_put_str(&m, LP_T_DEFAULT_ENV, cfg->env[i]);
+    int r = m.err ? m.err : simple_request(a, SK_CONFIGURE, LP_CONFIGURE, buf, m.len, cb, ud);
+    free(buf);
+    return r;
 }
 
 int agent_thaw(agent_t *a, agent_done_cb cb, void *ud)

@@ -137,6 +137,17 @@ typedef void (*agent_done_cb)(agent_t *agent, int err, const char *msg, void *ud
 int agent_sync(agent_t *agent, agent_done_cb cb, void *ud);
 /* FIFREEZE / FITHAW of the guest's root filesystem (snapshots). A thaw of a
  * filesystem that is not frozen succeeds. */
+/* Lane settings (LP_CONFIGURE), idempotent: network, resolver, lane CA and
+ * default exec environment. NULL/0 fields are left out. */
+typedef struct {
+    const char *net_addr;  /* "10.0.2.2/30" */
+    const char *net_gw;    /* "10.0.2.1" */
+    const char *dns;       /* resolver address */
+    const char *ca_pem;    /* lane CA certificate (public) */
+    size_t ca_pem_len;
+    const char *const *env;/* NULL-terminated "K=V" */
+} agent_config_t;
+int agent_configure(agent_t *agent, const agent_config_t *cfg, agent_done_cb cb, void *ud);
 int agent_freeze(agent_t *agent, agent_done_cb cb, void *ud);
 int agent_thaw(agent_t *agent, agent_done_cb cb, void *ud);
 /* mode 0 poweroff, 1 reboot. cb runs when the guest acknowledged. */

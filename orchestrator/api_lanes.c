@@ -108,6 +108,113 @@ static void h_lane_get(http_req_t *req, void *ctx)
         http_req_respond_json(req, 200, vm_lane_json(l));
 }
 
+typedef struct {
+    http_req_t *req;
+    int client_gone;
+    char name[64];
+    char image[64];
+    int cpus, mem, disk, ttl, idle;
+    int network;  /* 1 mediated, 0 none */
+    char *policy; /* validated policy JSON or NULL (default: deny all) */
+} lane_create_t;
+
+static void create_free(lane_create_t *c)
+{
+    free(c->policy);
+    free(c);
+}
+
+/* Everything validated: make the disk, the row and the runtime object. */
+static void lane_create_finish(lanesd_t *d, lane_create_t *c)
+{
+    http_req_t *req = c->req;
+    if (vm_lane_find(d, c->name)) {
+        http_req_respond_error(req, 409, "exists", "a lane named '%s' already exists", c->name);
+        return;
+    }
+    uint64_t image_size = 0;
+    int r = db_image_get(d, c->image, &image_size, NULL, NULL, 0);
+    if (r < 0) {
+        http_req_respond_error(req, 500, "internal", "state database error");
+        return;
+    }
+    if (r == 0) {
+        http_req_respond_error(req, 404, "image_not_found",
+                               "no image named '%s' (build it with: lanectl image build %s)", c->image, c->image);
+        return;
+    }
+    uint64_t disk_bytes = (uint64_t)c->disk << 30;
+    if (disk_bytes < image_size) {
+        http_req_respond_error(req, 400, "invalid", "disk_gib %d is smaller than image '%s' (%llu MiB)", c->disk,
+                               c->image, (unsigned long long)(image_size >> 20));
+        return;
+    }
+
+    lane_rt_t *l = vm_lane_new(d);
+    if (!l) {
+        http_req_respond_error(req, 500, "internal", "out of memory");
+        return;
+    }
+    util_random_hex(l->id, 6);
+    snprintf(l->name, sizeof(l->name), "%s", c->name);
+    snprintf(l->image, sizeof(l->image), "%s", c->image);
+    l->cpus = c->cpus;
+    l->memory_mib = c->mem;
+    l->disk_gib = c->disk;
+    l->ttl_s = c->ttl;
+    l->idle_timeout_s = c->idle;
+    l->network = c->network;
+    l->state = LANE_CREATED;
+    l->created_at = util_now_s();
+    snprintf(l->dir, sizeof(l->dir), "%s/lanes/%s", d->state_dir, l->id);
+
+    char ref[128];
+    snprintf(ref, sizeof(ref), "image/%s", c->image);
+    char *err = NULL;
+    r = store_disk_create(d->store, l->id, ref, disk_bytes, &err);
+    if (r < 0) {
+        http_req_respond_error(req, 500, "store_error", "create disk for lane %s: %s", c->name,
+                               err ? err : strerror(-r));
+        free(err);
+        vm_lane_unlink_free(l);
+        return;
+    }
+    if (util_mkdir_p(l->dir, 0700) < 0 || db_lane_insert(d, l) < 0 ||
+        (c->policy && db_lane_policy_set(d, l->id, c->policy) < 0)) {
+        http_req_respond_error(req, 500, "internal", "cannot record lane %s", c->name);
+        char dref[64];
+        snprintf(dref, sizeof(dref), "disk/%s", l->id);
+        store_ref_delete(d->store, dref, NULL);
+        db_lane_delete(d, l->id);
+        util_rm_rf(l->dir);
+        vm_lane_unlink_free(l);
+        return;
+    }
+    db_event(d, l->id, "create", c->name);
+    util_log("lane %s: created (id %s, image %s, %d cpu, %d MiB, %d GiB, network %s)", c->name, l->id, c->image,
+             c->cpus, c->mem, c->disk, c->network ? "mediated" : "none");
+    http_req_respond_json(req, 201, vm_lane_json(l));
+}
+
+static void on_create_client_gone(http_req_t *req, void *ud)
+{
+    lane_create_t *c = ud;
+    (void)req;
+    c->client_gone = 1;
+}
+
+static void on_create_policy_checked(lanesd_t *d, int ok, const char *msg, void *ud)
+{
+    lane_create_t *c = ud;
+    if (c->client_gone)
+        http_req_respond_raw(c->req, 499, NULL, NULL, 0);
+    else if (!ok)
+        http_req_respond_error(c->req, 400, "invalid_policy", "%s", msg);
+    else
+        lane_create_finish(d, c);
+    create_free(c);
+}
+
 static void h_lane_create(http_req_t *req, void *ctx)
 {
     lanesd_t *d = ctx;
@@ -132,76 +239,58 @@ static void h_lane_create(http_req_t *req, void *ctx)
     const char *image = json_str_field(body, "image");
     if (!image)
         image = "debian";
-    int cpus, mem, disk;
-    if (json_int_field(req, body, "cpus", 1, 1, LANE_MAX_CPUS, &cpus) < 0 ||
-        json_int_field(req, body, "memory_mib", 512, 64, LANE_MAX_MEMORY_MIB, &mem) < 0 ||
-        json_int_field(req, body, "disk_gib", 4, 1, LANE_MAX_DISK_GIB, &disk) < 0)
-        return;
-    int ttl, idle;
-    if (json_int_field(req, body, "ttl_s", 0, 0, 365 * 86400, &ttl) < 0 ||
-        json_int_field(req, body, "idle_timeout_s", 0, 0, 365 * 86400, &idle) < 0)
-        return;
-    if (vm_lane_find(d, name)) {
-        http_req_respond_error(req, 409, "exists", "a lane named '%s' already exists", name);
+    if (strlen(image) >= 64) {
+        http_req_respond_error(req, 400, "invalid", "image name too long");
         return;
     }
-    uint64_t image_size = 0;
-    int r = db_image_get(d, image, &image_size, NULL, NULL, 0);
-    if (r < 0) {
-        http_req_respond_error(req, 500, "internal", "state database error");
-        return;
-    }
-    if (r == 0) {
-        http_req_respond_error(req, 404, "image_not_found",
-                               "no image named '%s' (build it with: lanectl image build %s)", image, image);
-        return;
-    }
-    uint64_t disk_bytes = (uint64_t)disk << 30;
-    if (disk_bytes < image_size) {
-        http_req_respond_error(req, 400, "invalid", "disk_gib %d is smaller than image '%s' (%llu MiB)", disk, image,
-                               (unsigned long long)(image_size >> 20));
-        return;
-    }
-
-    lane_rt_t *l = vm_lane_new(d);
-    if (!l) {
+    lane_create_t *c = calloc(1, sizeof(*c));
+    if (!c) {
         http_req_respond_error(req, 500, "internal", "out of memory");
         return;
     }
-    util_random_hex(l->id, 6);
-    snprintf(l->name, sizeof(l->name), "%s", name);
-    snprintf(l->image, sizeof(l->image), "%s", image);
-    l->cpus = cpus;
-    l->memory_mib = mem;
-    l->disk_gib = disk;
-    l->ttl_s = ttl;
-    l->idle_timeout_s = idle;
-    l->state = LANE_CREATED;
-    l->created_at = util_now_s();
-    snprintf(l->dir, sizeof(l->dir), "%s/lanes/%s", d->state_dir, l->id);
-
-    char ref[128];
-    snprintf(ref, sizeof(ref), "image/%s", image);
-    char *err = NULL;
-    r = store_disk_create(d->store, l->id, ref, disk_bytes, &err);
-    if (r < 0) {
-        http_req_respond_error(req, 500, "store_error", "create disk for lane %s: %s", name, err ? err : strerror(-r));
-        free(err);
-        vm_lane_unlink_free(l);
+    c->req = req;
+    snprintf(c->name, sizeof(c->name), "%s", name);
+    snprintf(c->image, sizeof(c->image), "%s", image);
+    if (json_int_field(req, body, "cpus", 1, 1, LANE_MAX_CPUS, &c->cpus) < 0 ||
+        json_int_field(req, body, "memory_mib", 512, 64, LANE_MAX_MEMORY_MIB, &c->mem) < 0 ||
+        json_int_field(req, body, "disk_gib", 4, 1, LANE_MAX_DISK_GIB, &c->disk) < 0 ||
+        json_int_field(req, body, "ttl_s", 0, 0, 365 * 86400, &c->ttl) < 0 ||
+        json_int_field(req, body, "idle_timeout_s", 0, 0, 365 * 86400, &c->idle) < 0) {
+        create_free(c);
         return;
     }
-    if (util_mkdir_p(l->dir, 0700) < 0 || db_lane_insert(d, l) < 0) {
-        http_req_respond_error(req, 500, "internal", "cannot record lane %s", name);
-        char dref[64];
-        snprintf(dref, sizeof(dref), "disk/%s", l->id);
-        store_ref_delete(d->store, dref, NULL);
-        util_rm_rf(l->dir);
-        vm_lane_unlink_free(l);
+    /* Network: mediated by netmed unless "none"; the default policy denies
+     * everything, and a later policy change applies live. */
+    const char *network = json_str_field(body, "network");
+    json_object *policy = NULL;
+    json_object_object_get_ex(body, "policy", &policy);
+    if (network && strcmp(network, "none") != 0 && strcmp(network, "mediated") != 0) {
+        http_req_respond_error(req, 400, "invalid", "'network' must be \"mediated\" (default) or \"none\"");
+        create_free(c);
         return;
     }
-    db_event(d, l->id, "create", name);
-    util_log("lane %s: created (id %s, image %s, %d cpu, %d MiB, %d GiB)", name, l->id, image, cpus, mem, disk);
-    http_req_respond_json(req, 201, vm_lane_json(l));
+    c->network = !(network && !strcmp(network, "none"));
+    if (policy && !json_object_is_type(policy, json_type_null)) {
+        if (!c->network) {
+            http_req_respond_error(req, 400, "invalid", "a policy needs a network: drop \"network\": \"none\"");
+            create_free(c);
+            return;
+        }
+        if (!json_object_is_type(policy, json_type_object)) {
+            http_req_respond_error(req, 400, "invalid_policy", "'policy' must be a JSON object (see docs/policy.md)");
+            create_free(c);
+            return;
+        }
+        c->policy = strdup(json_object_to_json_string_ext(policy, JSON_C_TO_STRING_PLAIN));
+        http_req_on_close(req, on_create_client_gone, c);
+        if (!c->policy || api_net_policy_validate(d, c->policy, on_create_policy_checked, c) < 0) {
+            http_req_respond_error(req, 500, "internal", "cannot validate the policy (is netmed built?)");
+            create_free(c);
+        }
+        return;
+    }
+    lane_create_finish(d, c);
+    create_free(c);
 }
 
 static void h_lane_boot(http_req_t *req, void *ctx)

@@ -29,12 +29,24 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS events("
     "  id INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL, lane TEXT,"
     "  kind TEXT NOT NULL, detail TEXT);"
+    "CREATE TABLE IF NOT EXISTS secrets("
+    "  lane_id TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, hosts TEXT NOT NULL,"
+    "  placeholder TEXT NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY(lane_id, name));"
+    "CREATE TABLE IF NOT EXISTS audit("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT, lane_id TEXT NOT NULL, ts INTEGER NOT NULL,"
+    "  ev TEXT, decision TEXT, host TEXT, record TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS audit_lane ON audit(lane_id, id);"
     "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '1');";
 
 /* Columns added after schema 1, applied idempotently to older databases. */
 static const char *const migrations[] = {
     "ALTER TABLE lanes ADD COLUMN ttl_s INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE lanes ADD COLUMN idle_timeout_s INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE lanes ADD COLUMN network INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE lanes ADD COLUMN policy TEXT",
+    "ALTER TABLE lanes ADD COLUMN audit_offset INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE lanes ADD COLUMN netmed_pid INTEGER",
+    "ALTER TABLE lanes ADD COLUMN netmed_start INTEGER",
     "ALTER TABLE lanes ADD COLUMN degraded INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE lanes ADD COLUMN degraded_reason TEXT",
 };
@@ -122,6 +134,10 @@ static void bind_lane(sqlite3_stmt *st, const lane_rt_t *l)
     sqlite3_bind_int(st, 17, l->idle_timeout_s);
     sqlite3_bind_int(st, 18, l->degraded);
     bind_text_or_null(st, 19, l->degraded_reason);
+    sqlite3_bind_int(st, 20, l->network);
+    sqlite3_bind_int64(st, 21, l->audit_offset);
+    sqlite3_bind_int64(st, 22, l->netmed.pid);
+    sqlite3_bind_int64(st, 23, (sqlite3_int64)l->netmed.start_time);
 }
 
 int db_lane_insert(lanesd_t *d, const lane_rt_t *l)
@@ -129,7 +145,8 @@ int db_lane_insert(lanesd_t *d, const lane_rt_t *l)
     sqlite3_stmt *st = NULL;
     const char *sql = "INSERT INTO lanes(id,name,image,cpus,memory_mib,disk_gib,state,reason,accel,"
                       "created_at,booted_at,qemu_pid,qemu_start,nbdkit_pid,nbdkit_start,ttl_s,idle_timeout_s,"
-                      "degraded,degraded_reason) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+                      "degraded,degraded_reason,network,audit_offset,netmed_pid,netmed_start)"
+                      " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
     if (sqlite3_prepare_v2(d->db, sql, -1, &st, NULL) != SQLITE_OK)
         return db_fail(d, "prepare insert lane", st);
     bind_lane(st, l);
@@ -145,7 +162,8 @@ int db_lane_update(lanesd_t *d, const lane_rt_t *l)
     const char *sql = "UPDATE lanes SET id=?1,name=?2,image=?3,cpus=?4,memory_mib=?5,disk_gib=?6,state=?7,"
                       "reason=?8,accel=?9,created_at=?10,booted_at=?11,qemu_pid=?12,qemu_start=?13,"
                       "nbdkit_pid=?14,nbdkit_start=?15,ttl_s=?16,idle_timeout_s=?17,"
-                      "degraded=?18,degraded_reason=?19 WHERE id=?1";
+                      "degraded=?18,degraded_reason=?19,network=?20,audit_offset=?21,netmed_pid=?22,"
+                      "netmed_start=?23 WHERE id=?1";
     if (sqlite3_prepare_v2(d->db, sql, -1, &st, NULL) != SQLITE_OK)
         return db_fail(d, "prepare update lane", st);
     bind_lane(st, l);
@@ -178,7 +196,7 @@ int db_lanes_load(lanesd_t *d)
     sqlite3_stmt *st = NULL;
     const char *sql = "SELECT id,name,image,cpus,memory_mib,disk_gib,state,reason,accel,created_at,"
                       "booted_at,qemu_pid,qemu_start,nbdkit_pid,nbdkit_start,ttl_s,idle_timeout_s,"
-                      "degraded,degraded_reason FROM lanes ORDER BY created_at";
+                      "degraded,degraded_reason,network,audit_offset,netmed_pid,netmed_start FROM lanes ORDER BY created_at";
     if (sqlite3_prepare_v2(d->db, sql, -1, &st, NULL) != SQLITE_OK)
         return db_fail(d, "prepare load lanes", st);
     int rc;
@@ -213,6 +231,10 @@ int db_lanes_load(lanesd_t *d)
         l->idle_timeout_s = sqlite3_column_int(st, 16);
         l->degraded = sqlite3_column_int(st, 17);
         copy_col(l->degraded_reason, sizeof(l->degraded_reason), st, 18);
+        l->network = sqlite3_column_int(st, 19);
+        l->audit_offset = sqlite3_column_int64(st, 20);
+        l->netmed.pid = (pid_t)sqlite3_column_int64(st, 21);
+        l->netmed.start_time = (uint64_t)sqlite3_column_int64(st, 22);
         snprintf(l->dir, sizeof(l->dir), "%s/lanes/%s", d->state_dir, l->id);
     }
     if (rc != SQLITE_DONE)

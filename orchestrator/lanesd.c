@@ -42,6 +42,8 @@ static void usage(FILE *f)
             "  --kernel PATH        guest kernel (default: built by rootfs/lanes-rootfs)\n"
             "  --initrd PATH        guest initramfs (default: built by rootfs/lanes-rootfs)\n"
             "  --accel auto|kvm|tcg accelerator (default auto: KVM only with real hardware support)\n"
+            "  --upstream-ca-bundle PEM  trust roots netmed verifies intercepted upstream TLS\n"
+            "                       against (default: the host's trust store)\n"
             "  --listen-tcp HOST:PORT  also serve the API on TCP (requires --tokens)\n"
             "  --tokens FILE        bearer tokens for TCP, lines \"admin TOKEN\" or \"read-only TOKEN\"\n"
             "  --version, --help\n");
@@ -98,6 +100,7 @@ int main(int argc, char **argv)
         {"state-dir", required_argument, NULL, 's'}, {"socket", required_argument, NULL, 'S'},
         {"boot-timeout", required_argument, NULL, 'b'}, {"kernel", required_argument, NULL, 'k'},
         {"initrd", required_argument, NULL, 'i'}, {"accel", required_argument, NULL, 'a'},
+        {"upstream-ca-bundle", required_argument, NULL, 'U'},
         {"version", no_argument, NULL, 'V'}, {"help", no_argument, NULL, 'h'},
         {"listen-tcp", required_argument, NULL, 'L'}, {"tokens", required_argument, NULL, 'K'}, {NULL, 0, NULL, 0},
     };
@@ -124,6 +127,13 @@ int main(int argc, char **argv)
         case 'k': snprintf(d.kernel, sizeof(d.kernel), "%s", optarg); break;
         case 'i': snprintf(d.initrd, sizeof(d.initrd), "%s", optarg); break;
         case 'a': accel_opt = optarg; break;
+        case 'U':
+            if (access(optarg, R_OK) < 0) {
+                fprintf(stderr, "lanesd: --upstream-ca-bundle %s: %s\n", optarg, strerror(errno));
+                return 2;
+            }
+            snprintf(d.upstream_ca, sizeof(d.upstream_ca), "%s", optarg);
+            break;
         case 'L': listen_tcp = optarg; break;
         case 'K': tokens_file = optarg; break;
         case 'V': printf("lanesd %s\n", LANES_VERSION); return 0;
@@ -210,6 +220,7 @@ int main(int argc, char **argv)
     api_exec_register(&d);
     api_files_register(&d);
     api_images_register(&d);
+    api_net_register(&d);
     api_snapshots_register(&d);
     api_shell_register(&d);
     api_events_register(&d);

@@ -77,6 +77,17 @@ struct lane_rt {
 
     lane_proc_t qemu;
     lane_proc_t nbdkit;
+    /* network (net.c) */
+    int network;         /* 0 none, 1 mediated by netmed */
+    lane_proc_t netmed;
+    int tap_fd;          /* TAP opened in the lane netns, until QEMU has it */
+    uv_timer_t net_timer;/* netmed start wait / restart */
+    void *net_job;
+    int net_wait_ms;
+    int net_restarts;
+    int64_t audit_offset;/* bytes of audit.jsonl already in SQLite */
+    agent_hello_t hello; /* the last handshake (kept while configuring) */
+    int configuring;     /* LP_CONFIGURE of a handshake in flight */
     agent_t *agent;
     uv_timer_t timer;    /* boot / stop / kill-escalation deadline */
     uv_timer_t tick;     /* nbd socket wait, agent reconnect */
@@ -105,6 +116,7 @@ struct lanesd {
     char kernel[512];        /* resolved lazily unless given */
     char initrd[512];
     int artifacts;           /* 0 unresolved, 1 resolving, 2 ready */
+    char upstream_ca[512];   /* netmed's upstream trust roots; "" = host store */
     char accel[8];           /* "kvm" or "tcg" */
     uint64_t boot_timeout_ms;
     sqlite3 *db;
@@ -163,11 +175,49 @@ void vm_housekeeping(lanesd_t *d);
 /* Resolve kernel and initramfs paths (runs lanes-rootfs, cached). */
 int vm_resolve_boot_artifacts(lanesd_t *d, char *msg, size_t msglen);
 
+/* ---- net.c ------------------------------------------------------------------ */
+typedef void (*net_done_cb)(lane_rt_t *l, int err, const char *msg);
+extern const char *net_default_policy;
+void net_netns_name(const lane_rt_t *l, char *out, size_t len);
+/* Namespace + TAP + netmed, then done(l, 0 | -errno, msg); l->tap_fd is open. */
+int net_lane_start(lane_rt_t *l, net_done_cb done);
+int net_spawn_netmed(lane_rt_t *l, char *msg, size_t msglen);
+void net_netmed_exited(lane_rt_t *l);
+/* After the processes are gone: close the TAP, remove the namespace. */
+void net_lane_cleanup(lane_rt_t *l);
+int net_write_policy_file(lane_rt_t *l, const char *policy_json);
+int net_write_secrets_file(lane_rt_t *l);
+/* Fill an LP_CONFIGURE for the lane; free with net_guest_config_free. */
+int net_guest_config(lane_rt_t *l, agent_config_t *cfg, char **ca_out, char ***env_out);
+void net_guest_config_free(char *ca, char **env);
+void net_audit_ingest(lane_rt_t *l);
+/* vm.c helpers net.c uses */
+pid_t vm_spawn_detached(char *const argv[], const char *logfile, const char *cwd, int with_shim);
+int vm_proc_watch_new(lane_proc_t *p, pid_t pid);
+void vm_lane_configure(lane_rt_t *l);
+
+/* ---- db.c (network) -------------------------------------------------------------- */
+int db_lane_policy_get(lanesd_t *d, const char *lane_id, char **out); /* *out NULL if unset */
+int db_lane_policy_set(lanesd_t *d, const char *lane_id, const char *policy_json);
+int db_secret_put(lanesd_t *d, const char *lane_id, const char *name, const char *value, const char *hosts_json,
+                  const char *placeholder);
+/* 1 deleted, 0 not found, <0 error */
+int db_secret_delete(lanesd_t *d, const char *lane_id, const char *name);
+/* [{"name","hosts","placeholder"[,"value"]}] — values only for netmed's file. */
+json_object *db_secrets_json(lanesd_t *d, const char *lane_id, int with_values);
+int db_audit_insert(lanesd_t *d, const char *lane_id, const char *jsonl);
+json_object *db_audit_json(lanesd_t *d, const char *lane_id, int64_t after_id, int limit);
+void db_lane_forget_network(lanesd_t *d, const char *lane_id);
+
 /* ---- api_*.c ------------------------------------------------------------------ */
 void api_lanes_register(lanesd_t *d);
 void api_exec_register(lanesd_t *d);
 void api_files_register(lanesd_t *d);
 void api_images_register(lanesd_t *d);
+void api_net_register(lanesd_t *d);
+/* Validate a policy with netmed's parser; cb(d, ok, message, ud). */
+int api_net_policy_validate(lanesd_t *d, const char *json, void (*cb)(lanesd_t *, int, const char *, void *),
+                            void *ud);
 /* Snapshots, restore, fork, /v1/store (api_snapshots.c). */
 void api_snapshots_register(lanesd_t *d);
 /* Adds "parent" (image or LANE@SNAP it descends from) and "children". */

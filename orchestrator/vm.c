@@ -91,10 +91,15 @@ lane_rt_t *vm_lane_new(lanesd_t *d)
     l->nbdkit.lane = l;
     l->nbdkit.what = "nbdkit";
     l->nbdkit.pidfd = -1;
+    l->netmed.lane = l;
+    l->netmed.what = "netmed";
+    l->netmed.pidfd = -1;
+    l->tap_fd = -1;
     uv_timer_init(d->loop, &l->timer);
     uv_timer_init(d->loop, &l->tick);
-    l->timer.data = l->tick.data = l;
-    l->handles_open = 2;
+    uv_timer_init(d->loop, &l->net_timer);
+    l->timer.data = l->tick.data = l->net_timer.data = l;
+    l->handles_open = 3;
     /* append, keeping creation order for listings */
     lane_rt_t **pp = &d->lanes;
     while (*pp)
@@ -129,8 +134,12 @@ void vm_lane_unlink_free(lane_rt_t *l)
     }
     agent_free(l->agent);
     l->agent = NULL;
+    if (l->tap_fd >= 0)
+        close(l->tap_fd);
+    l->tap_fd = -1;
     uv_close((uv_handle_t *)&l->timer, on_lane_handle_closed);
     uv_close((uv_handle_t *)&l->tick, on_lane_handle_closed);
+    uv_close((uv_handle_t *)&l->net_timer, on_lane_handle_closed);
 }
 
 json_object *vm_lane_json(const lane_rt_t *l)
@@ -144,6 +153,7 @@ json_object *vm_lane_json(const lane_rt_t *l)
     json_object_object_add(o, "cpus", json_object_new_int(l->cpus));
     json_object_object_add(o, "memory_mib", json_object_new_int(l->memory_mib));
     json_object_object_add(o, "disk_gib", json_object_new_int(l->disk_gib));
+    json_object_object_add(o, "network", json_object_new_string(l->network ? "mediated" : "none"));
     json_object_object_add(o, "ttl_s", json_object_new_int(l->ttl_s));
     json_object_object_add(o, "idle_timeout_s", json_object_new_int(l->idle_timeout_s));
     json_object_object_add(o, "accel", l->accel[0] ? json_object_new_string(l->accel) : NULL);
@@ -313,6 +323,14 @@ static void proc_gone(lane_proc_t *p, int status)
         snprintf(desc, sizeof(desc), "exited with status %d", WEXITSTATUS(status));
     util_log("lane %s: %s (pid %d) %s", l->name, p->what, (int)pid, desc);
 
+    if (p == &l->netmed) {
+        /* Not fatal: the lane is offline (closed) until netmed is back. */
+        if (l->teardown)
+            lane_teardown_step(l);
+        else
+            net_netmed_exited(l);
+        return;
+    }
     if (!l->teardown) {
         /* First process to go decides how the lane ends. */
         l->teardown = 1;
@@ -408,7 +426,7 @@ static void shim_run(pid_t child)
  * containerd-shim or conmon) that outlives lanesd, forwards SIGTERM/INT/HUP,
  * and exits with the child's status; the returned pid is the shim's. If the
  * shim is SIGKILLed the child gets its death signal and goes too. */
-static pid_t spawn_detached(char *const argv[], const char *logfile, const char *cwd, int with_shim)
+static pid_t spawn_detached(char *const argv[], const char *logfile, const char *cwd, int with_shim, int keep_fd)
 {
     int logfd = open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (logfd < 0)
@@ -441,6 +459,8 @@ static pid_t spawn_detached(char *const argv[], const char *logfile, const char 
         dup2(logfd, 2);
         if (cwd && chdir(cwd) < 0)
             _exit(126);
+        if (keep_fd >= 0)
+            fcntl(keep_fd, F_SETFD, 0); /* e.g. the TAP for QEMU's -netdev fd= */
         if (with_shim) {
             pid_t child = fork();
             if (child < 0)
@@ -472,6 +492,23 @@ static pid_t spawn_detached(char *const argv[], const char *logfile, const char 
     return pid;
 }
 
+pid_t vm_spawn_detached(char *const argv[], const char *logfile, const char *cwd, int with_shim)
+{
+    return spawn_detached(argv, logfile, cwd, with_shim, -1);
+}
+
+int vm_proc_watch_new(lane_proc_t *p, pid_t pid)
+{
+    p->pid = pid;
+    p->start_time = util_proc_start_time(pid);
+    int r = proc_watch(p);
+    if (r < 0) {
+        kill(pid, SIGKILL);
+        proc_reset(p);
+    }
+    return r;
+}
+
 /* ---- teardown ---------------------------------------------------------------------- */
 
 static void on_kill_escalate(uv_timer_t *t)
@@ -481,11 +518,13 @@ static void on_kill_escalate(uv_timer_t *t)
         proc_signal(&l->qemu, SIGKILL);
     if (l->nbdkit.pid > 0)
         proc_signal(&l->nbdkit, SIGKILL);
+    if (l->netmed.pid > 0)
+        proc_signal(&l->netmed, SIGKILL);
 }
 
 static void lane_remove_runtime_files(lane_rt_t *l)
 {
-    static const char *const files[] = {"nbd.sock", "ctl.sock", "qmp.sock"};
+    static const char *const files[] = {"nbd.sock", "ctl.sock", "qmp.sock", "netmed.sock"};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         char path[700];
         snprintf(path, sizeof(path), "%s/%s", l->dir, files[i]);
@@ -512,7 +551,15 @@ static void lane_teardown_step(lane_rt_t *l)
         uv_timer_start(&l->timer, on_kill_escalate, KILL_GRACE_MS, 0);
         return;
     }
+    uv_timer_stop(&l->net_timer);
+    if (l->netmed.pid > 0) {
+        proc_signal(&l->netmed, SIGTERM);
+        uv_timer_start(&l->timer, on_kill_escalate, KILL_GRACE_MS, 0);
+        return;
+    }
     uv_timer_stop(&l->timer);
+    net_audit_ingest(l);
+    net_lane_cleanup(l);
     lane_remove_runtime_files(l);
     l->teardown = 0;
     l->stop_phase = 0;
@@ -568,10 +615,57 @@ void vm_lane_kill(lane_rt_t *l)
 
 /* ---- agent ----------------------------------------------------------------------------- */
 
+static void lane_agent_ready_final(lane_rt_t *l, const agent_hello_t *hello);
+
+static void on_configured(agent_t *a, int err, const char *msg, void *ud)
+{
+    lane_rt_t *l = ud;
+    (void)a;
+    int handshake = l->configuring;
+    l->configuring = 0;
+    if (err && err != -ECANCELED) {
+        if (l->state == LANE_BOOTING)
+            lane_fail(l, "guest configuration failed: %s", msg ? msg : strerror(-err));
+        else
+            util_log("lane %s: guest configuration failed: %s", l->name, msg ? msg : strerror(-err));
+        return;
+    }
+    if (!err && handshake)
+        lane_agent_ready_final(l, NULL);
+}
+
+void vm_lane_configure(lane_rt_t *l)
+{
+    if (!l->agent || !agent_is_ready(l->agent))
+        return;
+    agent_config_t cfg;
+    char *ca = NULL, **env = NULL;
+    net_guest_config(l, &cfg, &ca, &env);
+    int r = agent_configure(l->agent, &cfg, on_configured, l);
+    net_guest_config_free(ca, env);
+    if (r < 0 && l->state == LANE_BOOTING)
+        lane_fail(l, "guest configuration: %s", strerror(-r));
+}
+
 static void on_agent_ready(agent_t *a, const agent_hello_t *hello, void *ud)
 {
     lane_rt_t *l = ud;
     (void)a;
+    l->hello = *hello;
+    if (l->network) {
+        /* Network, resolver, CA and secret placeholders first: an exec must
+         * never run in a half-configured lane. */
+        l->configuring = 1;
+        vm_lane_configure(l);
+        return;
+    }
+    lane_agent_ready_final(l, hello);
+}
+
+static void lane_agent_ready_final(lane_rt_t *l, const agent_hello_t *hello)
+{
+    if (!hello)
+        hello = &l->hello;
     uv_timer_stop(&l->timer);
     if (l->state == LANE_BOOTING) {
         int64_t ms = util_now_ms() - l->boot_started_ms;
@@ -580,7 +674,7 @@ static void on_agent_ready(agent_t *a, const agent_hello_t *hello, void *ud)
                  (long long)ms, hello->kernel, (unsigned long long)hello->boot_ms);
         db_event(l->d, l->id, "boot", detail);
         vm_lane_set_state(l, LANE_EV_READY, NULL);
-    } else {
+    } else if (l->state == LANE_RUNNING) {
         util_log("lane %s: agent reconnected", l->name);
         api_snapshots_agent_ready(l);
     }
@@ -708,7 +802,7 @@ static void lane_spawn_nbdkit(lane_rt_t *l)
     for (int i = 0; i < npost; i++)
         argv[n++] = post[i];
     argv[n] = NULL;
-    pid_t pid = spawn_detached(argv, log, NULL, 1);
+    pid_t pid = spawn_detached(argv, log, NULL, 1, -1);
     if (pid < 0) {
         lane_fail(l, "cannot start nbdkit: %s", strerror((int)-pid));
         return;
@@ -788,6 +882,15 @@ static int qemu_argv(lane_rt_t *l, char **argv, int max, char *buf, size_t bufle
     ARG("virtserialport,chardev=ctl,name=org.lanes.ctl.0");
     ARG("-qmp");
     ARG("unix:%s/qmp.sock,server=on,wait=off", l->dir);
+    if (l->tap_fd >= 0) {
+        /* The TAP lives in the lane's netns (opened there by net.c); QEMU
+         * itself stays in lanesd's namespace and only holds the fd. */
+        ARG("-netdev");
+        ARG("tap,id=net0,fd=%d,vhost=off", l->tap_fd);
+        ARG("-device");
+        ARG("virtio-net-device,netdev=net0,mac=52:54:00:%c%c:%c%c:%c%c", l->id[0], l->id[1], l->id[2], l->id[3],
+            l->id[4], l->id[5]);
+    }
     /* The guest runs untrusted code: confine QEMU with its seccomp policy
      * (no obsolete syscalls, no privilege changes, no spawning). */
     ARG("-sandbox");
@@ -813,10 +916,14 @@ static void lane_spawn_qemu(lane_rt_t *l)
     int fd = open(con, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd >= 0)
         close(fd);
-    pid_t pid = spawn_detached(argv, log, l->dir, 0);
+    pid_t pid = spawn_detached(argv, log, l->dir, 0, l->tap_fd);
     if (pid < 0) {
         lane_fail(l, "cannot start qemu-system-x86_64: %s", strerror((int)-pid));
         return;
+    }
+    if (l->tap_fd >= 0) {
+        close(l->tap_fd); /* QEMU has its own copy now */
+        l->tap_fd = -1;
     }
     l->qemu.pid = pid;
     l->qemu.start_time = util_proc_start_time(pid);
@@ -828,11 +935,28 @@ static void lane_spawn_qemu(lane_rt_t *l)
     lane_agent_connect(l);
 }
 
+static void on_net_ready(lane_rt_t *l, int err, const char *msg)
+{
+    if (l->state != LANE_BOOTING || l->teardown)
+        return;
+    if (err) {
+        lane_fail(l, "%s", msg ? msg : strerror(-err));
+        return;
+    }
+    lane_spawn_nbdkit(l);
+}
+
 static void lane_boot_continue(lane_rt_t *l)
 {
     l->waiting_artifacts = 0;
     if (l->state != LANE_BOOTING || l->teardown)
         return;
+    if (l->network) {
+        int r = net_lane_start(l, on_net_ready);
+        if (r < 0)
+            lane_fail(l, "network setup: %s", strerror(-r));
+        return;
+    }
     lane_spawn_nbdkit(l);
 }
 
@@ -1034,19 +1158,23 @@ static int proc_adopt(lane_proc_t *p)
 void vm_lane_recover(lane_rt_t *l)
 {
     if (!lane_state_is_active(l->state)) {
-        if (l->qemu.pid || l->nbdkit.pid) {
+        if (l->qemu.pid || l->nbdkit.pid || l->netmed.pid) {
             proc_reset(&l->qemu);
             proc_reset(&l->nbdkit);
+            proc_reset(&l->netmed);
             db_lane_update(l->d, l);
         }
         return;
     }
     int q = proc_adopt(&l->qemu);
     int n = proc_adopt(&l->nbdkit);
+    int m = l->network ? proc_adopt(&l->netmed) : 0;
     util_log("lane %s: recovering (%s): qemu %s, nbdkit %s", l->name, lane_state_name(l->state),
              q ? "alive" : "gone", n ? "alive" : "gone");
     if (q && n && l->state != LANE_STOPPING) {
         db_event(l->d, l->id, "recover", "lanesd restarted; re-attached to qemu and nbdkit");
+        if (l->network && !m)
+            net_netmed_exited(l); /* restart it: the lane is offline meanwhile */
         if (l->state == LANE_BOOTING) {
             l->boot_started_ms = util_now_ms();
             uv_timer_start(&l->timer, on_boot_deadline, l->d->boot_timeout_ms, 0);

@@ -9,6 +9,9 @@
 #   lanes_restart          kill -9 lanesd and start it again on the same state
 #   lane_qemu_pid NAME     pid of the lane's QEMU (from the API)
 #
+# LANESD_WRAP (e.g. "ip netns exec H") runs lanesd under a wrapper, and
+# LANESD_ARGS adds options; both apply to restarts too.
+#
 # Every lane process is killed at exit (by pattern on the state dir), so a
 # failing test never leaves QEMU or nbdkit behind.
 
@@ -25,6 +28,10 @@ _lanes_cleanup() {
     if [ -n "${LANES_STATE:-}" ]; then
         pkill -KILL -f -- "$LANES_STATE/" 2>/dev/null
         sleep 0.2
+        # lane network namespaces (a killed lanesd could not remove them)
+        for d in "$LANES_STATE"/lanes/*/; do
+            [ -d "$d" ] && ip netns del "lanes-$(basename "$d")" 2>/dev/null
+        done
     fi
     if [ -n "${LANES_STATE:-}" ] && [ -f "$LANES_STATE/lanesd.log" ] && [ "${LANES_KEEP_LOG:-1}" = 1 ]; then
         echo "---- lanesd.log (tail) ----"
@@ -39,8 +46,9 @@ lanes_start() {
     export LANES_SOCKET="$LANES_STATE/lanesd.sock"
     mkdir -p "$LANES_STATE"
     on_exit _lanes_cleanup
-    "$LANES_BUILD/bin/lanesd" --state-dir "$LANES_STATE" --boot-timeout "${LANES_BOOT_TIMEOUT:-120}" \
-        >>"$LANES_STATE/lanesd.log" 2>&1 &
+    # shellcheck disable=SC2086 # word splitting of the wrapper/args is intended
+    ${LANESD_WRAP:-} "$LANES_BUILD/bin/lanesd" --state-dir "$LANES_STATE" --boot-timeout "${LANES_BOOT_TIMEOUT:-120}" \
+        ${LANESD_ARGS:-} >>"$LANES_STATE/lanesd.log" 2>&1 &
     LANESD_PID=$!
     wait_for 10 test -S "$LANES_SOCKET" || fail "lanesd did not create $LANES_SOCKET: $(tail -5 "$LANES_STATE/lanesd.log")"
     wait_for 10 lc ls >/dev/null 2>&1 || fail "lanesd does not answer"
@@ -50,8 +58,9 @@ lanes_restart() {
     kill -KILL "$LANESD_PID" 2>/dev/null || true
     wait "$LANESD_PID" 2>/dev/null || true
     rm -f "$LANES_SOCKET"
-    "$LANES_BUILD/bin/lanesd" --state-dir "$LANES_STATE" --boot-timeout "${LANES_BOOT_TIMEOUT:-120}" \
-        >>"$LANES_STATE/lanesd.log" 2>&1 &
+    # shellcheck disable=SC2086
+    ${LANESD_WRAP:-} "$LANES_BUILD/bin/lanesd" --state-dir "$LANES_STATE" --boot-timeout "${LANES_BOOT_TIMEOUT:-120}" \
+        ${LANESD_ARGS:-} >>"$LANES_STATE/lanesd.log" 2>&1 &
     LANESD_PID=$!
     wait_for 10 test -S "$LANES_SOCKET" || fail "lanesd did not come back"
 }

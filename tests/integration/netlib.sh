@@ -2,6 +2,8 @@
 # netlib.sh — a test "internet" for netmed (source after lib.sh; needs root).
 #
 #   net_setup            build the namespaces below, start DNS + web servers
+#                        (NET_NO_GUEST=1: only H and I, for tests whose guest
+#                        is a real lane: lanesd then runs inside H)
 #   net_start_netmed POLICY [ARGS...]   start netmed in the host stand-in
 #   net_stop_netmed      SIGTERM netmed and wait
 #   guest CMD...         run CMD in the guest netns (resolver = netmed)
@@ -37,7 +39,10 @@ net_setup() {
     NS_G=nmG$$ NS_L=nmL$$ NS_H=nmH$$ NS_I=nmI$$
     export NS_G NS_L NS_H NS_I
     on_exit 'net_teardown'
-    ip netns add "$NS_G" && ip netns add "$NS_H" && ip netns add "$NS_I" || fail "ip netns add"
+    if [ "${NET_NO_GUEST:-0}" != 1 ]; then
+        ip netns add "$NS_G" || fail "ip netns add"
+    fi
+    ip netns add "$NS_H" && ip netns add "$NS_I" || fail "ip netns add"
     ip link add h0 netns "$NS_H" type veth peer name i0 netns "$NS_I" || fail "veth h0/i0"
     ip -n "$NS_H" addr add 198.51.100.1/24 dev h0
     ip -n "$NS_I" addr add 198.51.100.2/24 dev i0
@@ -56,8 +61,10 @@ net_setup() {
     printf '127.0.0.1 localhost\n' >"/etc/netns/$NS_H/hosts"
     printf '127.0.0.1 localhost\n' >"/etc/netns/$NS_G/hosts"
 
-    "$NETMED" setup-netns --veth-peer "$NS_G" "$NS_L" >"$T/setup.log" 2>&1 ||
-        { cat "$T/setup.log"; fail "netmed setup-netns"; }
+    if [ "${NET_NO_GUEST:-0}" != 1 ]; then
+        "$NETMED" setup-netns --veth-peer "$NS_G" "$NS_L" >"$T/setup.log" 2>&1 ||
+            { cat "$T/setup.log"; fail "netmed setup-netns"; }
+    fi
 
     # test CA ("public roots") and one server certificate for every test name
     W=$T/web; mkdir -p "$W"

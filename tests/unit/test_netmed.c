@@ -620,6 +620,38 @@ static void test_secret_filter(void **state)
     secrets_free(ss);
 }
 
+/* Without flush, the filter may hold back only a tail that could still grow
+ * into a pattern: a response whose end is not a prefix of any secret must
+ * come out whole at once (a keep-alive peer sends nothing more), and a tail
+ * that is such a prefix must be held until the next push decides it. */
+static void test_secret_filter_no_stall(void **state)
+{
+    secrets_t *ss = S();
+    secret_filter_t f;
+    const char *o;
+    size_t on;
+    secret_filter_init(&f, ss, FILTER_MASK);
+    const char *body = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+    assert_int_equal(secret_filter_push(&f, body, strlen(body), false, &o, &on), 0);
+    assert_int_equal(on, strlen(body));
+    assert_memory_equal(o, body, on);
+    /* "REALV" begins REALVALUE-123: held, then masked with the rest */
+    assert_int_equal(secret_filter_push(&f, "abc REALV", 9, false, &o, &on), 0);
+    assert_int_equal(on, 4);
+    assert_memory_equal(o, "abc ", 4);
+    assert_int_equal(secret_filter_push(&f, "ALUE-123 z", 10, false, &o, &on), 0);
+    assert_int_equal(on, 15);
+    assert_memory_equal(o, "************* z", 15);
+    /* a held prefix that turns out not to be a secret is released */
+    assert_int_equal(secret_filter_push(&f, "x REALVAL", 9, false, &o, &on), 0);
+    assert_int_equal(on, 2);
+    assert_int_equal(secret_filter_push(&f, "X!", 2, false, &o, &on), 0);
+    assert_int_equal(on, 9);
+    assert_memory_equal(o, "REALVALX!", 9);
+    secret_filter_free(&f);
+    secrets_free(ss);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -635,6 +667,7 @@ int main(void)
         cmocka_unit_test(test_sni),
         cmocka_unit_test(test_secrets),
         cmocka_unit_test(test_secret_filter),
+        cmocka_unit_test(test_secret_filter_no_stall),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,503 @@
+/* net.c — a lane's mediated network: its network namespace and TAP, its
+ * netmed process, policy, secrets and audit (see docs/netmed.md).
+ *
+ * Per lane with network "mediated":
+ *   netns "lanes-<id>" with tap0 and the nft rules (`netmed setup-netns`);
+ *   netmed, detached like nbdkit, with files in the lane dir:
+ *     policy.json (0600), secrets.json (0600, real values: host only),
+ *     ca/ (lane CA; the key never leaves the host), audit.jsonl, netmed.sock;
+ *   QEMU gets the TAP as an fd opened inside the netns (setns there and back).
+ * The guest learns its address, resolver, CA and secret placeholders through
+ * LP_CONFIGURE (vm.c sends it after every agent handshake).
+ *
+ * Failure is closed: if netmed dies the nft rules still steer guest traffic
+ * to a listener that is gone, so the lane is offline until lanesd restarts
+ * netmed (it does, with backoff). Policy changes go to a running netmed over
+ * its control socket; secret changes restart it.
+ *
+ * Async steps run helper programs through proc.c; every callback re-checks
+ * the lane (it may be stopping) and holds a handles_open reference so the
+ * lane cannot be freed under it.
+ */
+#include "lanesd.h"
+#include "proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define NET_GUEST_CIDR "10.0.2.0/30"
+#define NET_GATEWAY "10.0.2.1"
+#define NET_GUEST_ADDR "10.0.2.2/30"
+#define NETMED_SOCKET_WAIT_MS 10000
+
+const char *net_default_policy = "{\"dns\":{\"mode\":\"synthetic\"},\"allow\":[]}";
+
+static void lane_ref(lane_rt_t *l)
+{
+    l->handles_open++;
+}
+
+static void lane_unref(lane_rt_t *l)
+{
+    if (--l->handles_open == 0)
+        free(l);
+}
+
+/* A lane whose runtime object is already unlinked (rm) or tearing down. */
+static int lane_gone(lane_rt_t *l)
+{
+    return l->freeing || l->teardown || !lane_state_is_active(l->state);
+}
+
+void net_netns_name(const lane_rt_t *l, char *out, size_t len)
+{
+    snprintf(out, len, "lanes-%s", l->id);
+}
+
+static void lane_path(const lane_rt_t *l, const char *name, char *out, size_t len)
+{
+    snprintf(out, len, "%s/%s", l->dir, name);
+}
+
+static int write_private(const char *path, const char *data)
+{
+    char tmp[800];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    size_t len = strlen(data), off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, data + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0) {
+            int e = errno;
+            close(fd);
+            unlink(tmp);
+            return -e;
+        }
+        off += (size_t)w;
+    }
+    if (fsync(fd) < 0 || close(fd) < 0 || rename(tmp, path) < 0) {
+        int e = errno;
+        unlink(tmp);
+        return -e;
+    }
+    return 0;
+}
+
+/* ---- files netmed reads -------------------------------------------------------------- */
+
+int net_write_policy_file(lane_rt_t *l, const char *policy_json)
+{
+    char path[700];
+    lane_path(l, "policy.json", path, sizeof(path));
+    return write_private(path, policy_json && *policy_json ? policy_json : net_default_policy);
+}
+
+int net_write_secrets_file(lane_rt_t *l)
+{
+    json_object *arr = db_secrets_json(l->d, l->id, 1);
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "secrets", arr);
+    char path[700];
+    lane_path(l, "secrets.json", path, sizeof(path));
+    int r = write_private(path, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+    json_object_put(o);
+    return r;
+}
+
+/* ---- the TAP --------------------------------------------------------------------------- */
+
+static int net_open_tap(lane_rt_t *l, char *msg, size_t msglen)
+{
+    char ns[64], nspath[128];
+    net_netns_name(l, ns, sizeof(ns));
+    snprintf(nspath, sizeof(nspath), "/run/netns/%s", ns);
+    int self = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    int target = open(nspath, O_RDONLY | O_CLOEXEC);
+    if (self < 0 || target < 0) {
+        snprintf(msg, msglen, "open netns %s: %s", target < 0 ? nspath : "/proc/self/ns/net", strerror(errno));
+        if (self >= 0)
+            close(self);
+        if (target >= 0)
+            close(target);
+        return -errno;
+    }
+    int fd = -1, err = 0;
+    if (setns(target, CLONE_NEWNET) < 0) {
+        err = errno;
+        snprintf(msg, msglen, "setns %s: %s", ns, strerror(err));
+    } else {
+        fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+        if (fd < 0) {
+            err = errno;
+            snprintf(msg, msglen, "open /dev/net/tun: %s", strerror(err));
+        } else {
+            struct ifreq ifr;
+            memset(&ifr, 0, sizeof(ifr));
+            snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "tap0");
+            ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+            if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+                err = errno;
+                snprintf(msg, msglen, "attach tap0 in %s: %s", ns, strerror(err));
+                close(fd);
+                fd = -1;
+            }
+        }
+        /* Always go back: lanesd must never stay in a lane's namespace. */
+        if (setns(self, CLONE_NEWNET) < 0) {
+            util_log("FATAL: cannot return to lanesd's network namespace: %s", strerror(errno));
+            abort();
+        }
+    }
+    close(self);
+    close(target);
+    if (fd < 0)
+        return -err;
+    l->tap_fd = fd;
+    return 0;
+}
+
+/* ---- netmed ------------------------------------------------------------------------------ */
+
+typedef struct {
+    lane_rt_t *lane;
+    int step;
+    char last[512];
+    net_done_cb done;
+} net_job_t;
+
+static void net_job_step(net_job_t *j);
+
+static void net_job_finish(net_job_t *j, int err, const char *msg)
+{
+    lane_rt_t *l = j->lane;
+    net_done_cb done = j->done;
+    free(j);
+    if (!l->freeing && done)
+        done(l, err, msg);
+    lane_unref(l);
+}
+
+static void on_net_line(proc_run_t *p, const char *line, void *ud)
+{
+    net_job_t *j = ud;
+    (void)p;
+    snprintf(j->last, sizeof(j->last), "%s", line);
+    util_log("lane %s: netmed: %s", j->lane->name, line);
+}
+
+static void on_net_exit(proc_run_t *p, int status, int sig, const char *out, void *ud)
+{
+    net_job_t *j = ud;
+    (void)p;
+    (void)out;
+    if (j->step == 1 && status != 0) {
+        char msg[700];
+        snprintf(msg, sizeof(msg), "network namespace setup failed: %s",
+                 j->last[0] ? j->last : sig ? "killed" : "no output");
+        net_job_finish(j, -EIO, msg);
+        return;
+    }
+    j->step++;
+    net_job_step(j);
+}
+
+static void on_netmed_socket_poll(uv_timer_t *t);
+
+int net_spawn_netmed(lane_rt_t *l, char *msg, size_t msglen)
+{
+    lanesd_t *d = l->d;
+    char bin[600], ns[64], policy[700], ca[700], secrets[700], audit[700], sock[700], log[700];
+    snprintf(bin, sizeof(bin), "%s/netmed", d->bin_dir);
+    net_netns_name(l, ns, sizeof(ns));
+    lane_path(l, "policy.json", policy, sizeof(policy));
+    lane_path(l, "ca", ca, sizeof(ca));
+    lane_path(l, "secrets.json", secrets, sizeof(secrets));
+    lane_path(l, "audit.jsonl", audit, sizeof(audit));
+    lane_path(l, "netmed.sock", sock, sizeof(sock));
+    lane_path(l, "netmed.log", log, sizeof(log));
+    unlink(sock);
+    char *argv[] = {bin, "--netns", ns, "--policy", policy, "--ca-dir", ca, "--secrets", secrets,
+                    "--audit", audit, "--control", sock, "--guest-net", NET_GUEST_CIDR, NULL, NULL, NULL};
+    if (d->upstream_ca[0]) {
+        argv[15] = "--trust-bundle";
+        argv[16] = d->upstream_ca;
+    }
+    pid_t pid = vm_spawn_detached(argv, log, l->dir, 1);
+    if (pid < 0) {
+        snprintf(msg, msglen, "cannot start netmed: %s", strerror((int)-pid));
+        return (int)pid;
+    }
+    return vm_proc_watch_new(&l->netmed, pid);
+}
+
+static void net_job_step(net_job_t *j)
+{
+    lane_rt_t *l = j->lane;
+    lanesd_t *d = l->d;
+    if (lane_gone(l)) {
+        net_job_finish(j, -ECANCELED, "lane is stopping");
+        return;
+    }
+    char bin[600], ns[64];
+    snprintf(bin, sizeof(bin), "%s/netmed", d->bin_dir);
+    net_netns_name(l, ns, sizeof(ns));
+    static const proc_run_callbacks_t cbs = {on_net_line, on_net_exit};
+    if (j->step == 0) {
+        /* a namespace left by a crash would make setup fail: remove it */
+        char *argv[] = {bin, "teardown-netns", ns, NULL};
+        if (proc_run_start(d->loop, argv, NULL, &cbs, j, NULL) < 0) {
+            j->step = 1;
+            net_job_step(j);
+        }
+        return;
+    }
+    if (j->step == 1) {
+        char *argv[] = {bin, "setup-netns", "--guest-net", NET_GUEST_CIDR, ns, NULL};
+        int r = proc_run_start(d->loop, argv, NULL, &cbs, j, NULL);
+        if (r < 0) {
+            char msg[700];
+            snprintf(msg, sizeof(msg), "cannot run %s: %s", bin, uv_strerror(r));
+            net_job_finish(j, r, msg);
+        }
+        return;
+    }
+    /* step 2: files, netmed, then wait for its control socket */
+    char msg[512] = "";
+    char *policy = NULL;
+    db_lane_policy_get(d, l->id, &policy);
+    int r = net_write_policy_file(l, policy);
+    free(policy);
+    if (r == 0)
+        r = net_write_secrets_file(l);
+    if (r < 0) {
+        snprintf(msg, sizeof(msg), "write network policy/secrets: %s", strerror(-r));
+        net_job_finish(j, r, msg);
+        return;
+    }
+    r = net_spawn_netmed(l, msg, sizeof(msg));
+    if (r < 0) {
+        net_job_finish(j, r, msg);
+        return;
+    }
+    db_lane_update(d, l);
+    l->net_job = j;
+    l->net_wait_ms = 0;
+    uv_timer_start(&l->net_timer, on_netmed_socket_poll, 10, 0);
+}
+
+static void on_netmed_socket_poll(uv_timer_t *t)
+{
+    lane_rt_t *l = t->data;
+    net_job_t *j = l->net_job;
+    if (!j)
+        return;
+    if (lane_gone(l)) {
+        l->net_job = NULL;
+        net_job_finish(j, -ECANCELED, "lane is stopping");
+        return;
+    }
+    char sock[700];
+    lane_path(l, "netmed.sock", sock, sizeof(sock));
+    struct stat st;
+    if (stat(sock, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        l->net_job = NULL;
+        char msg[512] = "";
+        int r = net_open_tap(l, msg, sizeof(msg));
+        net_job_finish(j, r, r < 0 ? msg : NULL);
+        return;
+    }
+    if (l->netmed.pid <= 0) {
+        l->net_job = NULL;
+        char msg[800];
+        snprintf(msg, sizeof(msg), "netmed exited during start (see %s/netmed.log)", l->dir);
+        net_job_finish(j, -EIO, msg);
+        return;
+    }
+    l->net_wait_ms += 10;
+    if (l->net_wait_ms > NETMED_SOCKET_WAIT_MS) {
+        l->net_job = NULL;
+        char msg[800];
+        snprintf(msg, sizeof(msg), "netmed did not start listening within %d s (see %s/netmed.log)",
+                 NETMED_SOCKET_WAIT_MS / 1000, l->dir);
+        net_job_finish(j, -ETIMEDOUT, msg);
+        return;
+    }
+    uv_timer_start(&l->net_timer, on_netmed_socket_poll, 10, 0);
+}
+
+int net_lane_start(lane_rt_t *l, net_done_cb done)
+{
+    net_job_t *j = calloc(1, sizeof(*j));
+    if (!j)
+        return -ENOMEM;
+    j->lane = l;
+    j->done = done;
+    lane_ref(l);
+    net_job_step(j);
+    return 0;
+}
+
+/* netmed died while the lane runs: restart it (closed meanwhile). */
+static void on_netmed_restart(uv_timer_t *t)
+{
+    lane_rt_t *l = t->data;
+    if (lane_gone(l) || l->netmed.pid > 0 || l->state != LANE_RUNNING)
+        return;
+    char msg[512];
+    if (net_write_secrets_file(l) < 0 || net_spawn_netmed(l, msg, sizeof(msg)) < 0) {
+        util_log("lane %s: netmed restart failed; retrying", l->name);
+        uv_timer_start(&l->net_timer, on_netmed_restart, 2000, 0);
+        return;
+    }
+    db_lane_update(l->d, l);
+    db_event(l->d, l->id, "network", "netmed restarted");
+}
+
+void net_netmed_exited(lane_rt_t *l)
+{
+    if (lane_gone(l) || l->net_job)
+        return; /* teardown or start-up handle it */
+    l->net_restarts++;
+    uint64_t delay = l->net_restarts > 5 ? 2000 : 100;
+    util_log("lane %s: netmed exited; the lane is offline until it restarts", l->name);
+    db_event(l->d, l->id, "network", "netmed exited; lane offline until restarted");
+    uv_timer_start(&l->net_timer, on_netmed_restart, delay, 0);
+}
+
+/* Fire-and-forget removal of the namespace (and its TAP). */
+static void on_teardown_exit(proc_run_t *p, int status, int sig, const char *out, void *ud)
+{
+    (void)p;
+    (void)status;
+    (void)sig;
+    (void)out;
+    lane_unref(ud);
+}
+
+void net_lane_cleanup(lane_rt_t *l)
+{
+    if (l->tap_fd >= 0) {
+        close(l->tap_fd);
+        l->tap_fd = -1;
+    }
+    if (!l->network)
+        return;
+    char bin[600], ns[64];
+    snprintf(bin, sizeof(bin), "%s/netmed", l->d->bin_dir);
+    net_netns_name(l, ns, sizeof(ns));
+    char *argv[] = {bin, "teardown-netns", ns, NULL};
+    static const proc_run_callbacks_t cbs = {NULL, on_teardown_exit};
+    lane_ref(l);
+    if (proc_run_start(l->d->loop, argv, NULL, &cbs, l, NULL) < 0)
+        lane_unref(l);
+}
+
+/* ---- guest configuration ------------------------------------------------------------------- */
+
+int net_guest_config(lane_rt_t *l, agent_config_t *cfg, char **ca_out, char ***env_out)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    *ca_out = NULL;
+    *env_out = NULL;
+    if (!l->network)
+        return 0;
+    cfg->net_addr = NET_GUEST_ADDR;
+    cfg->net_gw = NET_GATEWAY;
+    cfg->dns = NET_GATEWAY;
+    char path[700];
+    lane_path(l, "ca/ca.crt", path, sizeof(path));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        char *buf = malloc(16384);
+        ssize_t n = buf ? read(fd, buf, 16383) : -1;
+        close(fd);
+        if (n > 0) {
+            buf[n] = '\0';
+            cfg->ca_pem = buf;
+            cfg->ca_pem_len = (size_t)n;
+            *ca_out = buf;
+        } else {
+            free(buf);
+        }
+    }
+    json_object *secrets = db_secrets_json(l->d, l->id, 0);
+    size_t n = json_object_array_length(secrets);
+    char **env = calloc(n + 1, sizeof(char *));
+    for (size_t i = 0; env && i < n; i++) {
+        json_object *s = json_object_array_get_idx(secrets, i), *name, *ph;
+        if (json_object_object_get_ex(s, "name", &name) && json_object_object_get_ex(s, "placeholder", &ph) &&
+            asprintf(&env[i], "%s=%s", json_object_get_string(name), json_object_get_string(ph)) < 0)
+            env[i] = NULL;
+    }
+    json_object_put(secrets);
+    cfg->env = (const char *const *)env;
+    *env_out = env;
+    return 0;
+}
+
+void net_guest_config_free(char *ca, char **env)
+{
+    free(ca);
+    for (size_t i = 0; env && env[i]; i++)
+        free(env[i]);
+    free(env);
+}
+
+/* ---- audit ingestion --------------------------------------------------------------------------- */
+
+/* Copy new complete lines of the lane's audit.jsonl into SQLite. */
+void net_audit_ingest(lane_rt_t *l)
+{
+    if (!l->network)
+        return;
+    char path[700];
+    lane_path(l, "audit.jsonl", path, sizeof(path));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    struct stat st;
+    if (fstat(fd, &st) < 0 || st.st_size <= l->audit_offset) {
+        if (st.st_size < l->audit_offset)
+            l->audit_offset = 0; /* file replaced */
+        close(fd);
+        return;
+    }
+    size_t want = (size_t)(st.st_size - l->audit_offset);
+    if (want > 4 * 1024 * 1024)
+        want = 4 * 1024 * 1024;
+    char *buf = malloc(want + 1);
+    ssize_t n = buf ? pread(fd, buf, want, l->audit_offset) : -1;
+    close(fd);
+    if (n <= 0) {
+        free(buf);
+        return;
+    }
+    buf[n] = '\0';
+    size_t used = 0;
+    sqlite3_exec(l->d->db, "BEGIN", NULL, NULL, NULL);
+    for (char *line = buf, *nl; (nl = memchr(line, '\n', (size_t)(buf + n - line))); line = nl + 1) {
+        *nl = '\0';
+        used = (size_t)(nl + 1 - buf);
+        if (*line)
+            db_audit_insert(l->d, l->id, line);
+    }
+    sqlite3_exec(l->d->db, "COMMIT", NULL, NULL, NULL);
+    free(buf);
+    if (used) {
+        l->audit_offset += (int64_t)used;
+        db_lane_update(l->d, l);
+    }
+}
