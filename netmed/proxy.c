@@ -410,6 +410,32 @@ static void set_timeouts(int fd, int secs)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
+/* After an HTTP error reply: let the reply reach the guest before the
+ * close (closing with unread input would reset the connection and could
+ * destroy the reply). Drains at most 1 MiB or 1 s. */
+static void graceful_close(ep_t *e)
+{
+    if (e->ssl) {
+        SSL_shutdown(e->ssl);
+        SSL_free(e->ssl);
+        e->ssl = NULL;
+    }
+    if (e->fd < 0)
+        return;
+    shutdown(e->fd, SHUT_WR);
+    struct timeval tv = { .tv_sec = 1 };
+    setsockopt(e->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[4096];
+    for (size_t total = 0; total < (1u << 20);) {
+        ssize_t n = read(e->fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        total += (size_t)n;
+    }
+}
+
 static void reset_close(int fd)
 {
     struct linger l = { .l_onoff = 1, .l_linger = 0 };
@@ -1042,13 +1068,16 @@ void *proxy_conn_thread(void *arg)
     STAT_ADD(m, bytes_down, c->down);
     audit_conn(c, !c->blocked);
 out:
-    if (!ok || c->blocked) {
+    if (!ok || (c->blocked && !c->v.intercept)) {
+        /* refused before any reply, or a cut splice: reset */
         if (c->g.ssl) {
             SSL_free(c->g.ssl);
             c->g.ssl = NULL;
         }
         reset_close(c->g.fd);
         c->g.fd = -1;
+    } else if (c->blocked) {
+        graceful_close(&c->g);
     }
     ep_close(&c->g);
     ep_close(&c->u);

@@ -172,7 +172,11 @@ int setup_netns_main(int argc, char **argv)
     snprintf(gc, sizeof gc, "%s/%d", gs, g.len);
     snprintf(ports, sizeof ports, "%d", port);
     int r;
-    RUN("ip", "netns", "add", name);
+    {
+        char *a[] = { "ip", "netns", "add", name, NULL };
+        if (run(a, NULL) < 0)
+            return 1;                   /* exists or cannot be made: not ours to remove */
+    }
     if (peer) {
         RUN("ip", "link", "add", "tap0", "netns", name, "type", "veth", "peer", "name", "eth0", "netns", peer);
         RUN("ip", "-n", peer, "addr", "add", gc, "dev", "eth0");
