@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define NBDKIT_API_VERSION 2
@@ -46,6 +47,7 @@ static const char *cfg_store;
 static char cfg_ref[STORE_REF_NAME_MAX + 16];
 static const char *cfg_holder;
 static const char *cfg_stats;
+static const char *cfg_status;
 static int cfg_readonly;
 static int cfg_lease = 1;
 static int64_t cfg_readahead = 4 * 1024 * 1024;
@@ -55,6 +57,7 @@ static int64_t cfg_cache_bytes;
 /* The engine, opened in after_fork, closed in unload. */
 static store_t *g_store;
 static store_disk_t *g_disk;
+static int g_reported;             /* first EIO written to status= */
 static uint64_t g_next_seq;        /* end of the last read */
 static unsigned g_seq_run;         /* consecutive sequential reads */
 static unsigned g_reads;
@@ -92,6 +95,8 @@ static int laness3_config(const char *key, const char *value)
     cfg_holder = value;
   } else if (strcmp(key, "stats") == 0) {
     cfg_stats = value;
+  } else if (strcmp(key, "status") == 0) {
+    cfg_status = value;
   } else if (strcmp(key, "readonly") == 0) {
     if ((b = nbdkit_parse_bool(value)) == -1)
       return -1;
@@ -147,6 +152,7 @@ static int laness3_config_complete(void)
   "readonly=BOOL        Serve read-only.\n" \
   "readahead=SIZE       Sequential read-ahead window (default 4M, 0 = off).\n" \
   "stats=FILE           Write S3 transfer counters (JSON) there.\n" \
+  "status=FILE          Append a JSON line here on the first EIO.\n" \
   "dirty-limit=SIZE     Dirty chunk memory before spilling (default 64M).\n" \
   "cache=SIZE           Per-disk clean chunk cache (default 64 chunks)."
 
@@ -323,10 +329,36 @@ static int laness3_can_multi_conn(void *handle)
   return 1;
 }
 
+/* First EIO of this process: one durable JSON line in the status file (the
+ * same contract as nbdkit-laneslocal-plugin's status=: lanesd marks the
+ * lane degraded).  Quotes and control characters are dropped. */
+static void report_eio(int errnum, const char *msg)
+{
+  if (!cfg_status || __atomic_exchange_n(&g_reported, 1, __ATOMIC_SEQ_CST))
+    return;
+  char esc[1024], line[1200];
+  size_t o = 0;
+  for (const char *p = msg; *p && o < sizeof esc - 1; p++)
+    if ((unsigned char)*p >= 0x20 && *p != '"' && *p != '\\')
+      esc[o++] = *p;
+  esc[o] = '\0';
+  int n = snprintf(line, sizeof line,
+                   "{\"event\":\"integrity\",\"time\":%lld,\"errno\":%d,"
+                   "\"error\":\"%s\"}\n", (long long)time(NULL), errnum, esc);
+  int fd = open(cfg_status, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  if (fd == -1)
+    return;
+  if (n > 0 && write(fd, line, (size_t)n) != n)
+    nbdkit_error("laness3: write status file %s: %m", cfg_status);
+  fsync(fd);
+  close(fd);
+}
+
 /* Log the engine's message once and set errno (see the local plugin). */
 static int fail(int r, char *err)
 {
   nbdkit_error("laness3: %s", err ? err : strerror(-r));
+  report_eio(-r, err ? err : strerror(-r));
   free(err);
   switch (-r) {
   case EIO: case ENOSPC: case ENOMEM: case EINVAL: case EPERM: case EROFS:

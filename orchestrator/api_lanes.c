@@ -113,6 +113,7 @@ typedef struct {
     int client_gone;
     char name[64];
     char image[64];
+    char store[64]; /* "" or "local": this host's store; else an S3 store (api_stores.c) */
     int cpus, mem, disk, ttl, idle;
     int network;  /* 1 mediated, 0 none */
     char *policy; /* validated policy JSON or NULL (default: deny all) */
@@ -171,7 +172,10 @@ static void lane_create_finish(lanesd_t *d, lane_create_t *c)
     char ref[128];
     snprintf(ref, sizeof(ref), "image/%s", c->image);
     char *err = NULL;
-    r = store_disk_create(d->store, l->id, ref, disk_bytes, &err);
+    if (c->store[0] && strcmp(c->store, "local"))
+        r = api_stores_lane_create(d, l, c->store, disk_bytes, &err);
+    else
+        r = store_disk_create(d->store, l->id, ref, disk_bytes, &err);
     if (r < 0) {
         http_req_respond_error(req, 500, "store_error", "create disk for lane %s: %s", c->name,
                                err ? err : strerror(-r));
@@ -251,6 +255,8 @@ static void h_lane_create(http_req_t *req, void *ctx)
     c->req = req;
     snprintf(c->name, sizeof(c->name), "%s", name);
     snprintf(c->image, sizeof(c->image), "%s", image);
+    const char *store = json_str_field(body, "store");
+    snprintf(c->store, sizeof(c->store), "%s", store && strlen(store) < 64 ? store : "");
     if (json_int_field(req, body, "cpus", 1, 1, LANE_MAX_CPUS, &c->cpus) < 0 ||
         json_int_field(req, body, "memory_mib", 512, 64, LANE_MAX_MEMORY_MIB, &c->mem) < 0 ||
         json_int_field(req, body, "disk_gib", 4, 1, LANE_MAX_DISK_GIB, &c->disk) < 0 ||
@@ -356,7 +362,13 @@ static void h_lane_stop(http_req_t *req, void *ctx)
 static int lane_destroy(lanesd_t *d, lane_rt_t *l, char *msg, size_t msglen)
 {
     char *err = NULL;
-    int r = api_snapshots_lane_removed(d, l->id, &err); /* disk + snapshots, then GC */
+    int r = api_stores_lane_removed(d, l, &err); /* S3 lanes: disk + lane document in the bucket */
+    if (r < 0) {
+        snprintf(msg, msglen, "delete disk of lane %s in its store: %s", l->name, err ? err : strerror(-r));
+        free(err);
+        return r;
+    }
+    r = api_snapshots_lane_removed(d, l->id, &err); /* disk + snapshots, then GC */
     if (r < 0 && r != -ENOENT) {
         snprintf(msg, msglen, "delete disk of lane %s: %s", l->name, err ? err : strerror(-r));
         free(err);

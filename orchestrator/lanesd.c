@@ -225,6 +225,7 @@ int main(int argc, char **argv)
     api_shell_register(&d);
     api_events_register(&d);
     api_metrics_register(&d);
+    api_stores_register(&d);
     auth_t *auth = NULL;
     if (listen_tcp) {
         if (!tokens_file) {
@@ -291,6 +292,7 @@ int main(int argc, char **argv)
     uv_run(d.loop, UV_RUN_DEFAULT);
 
     unlink(d.socket_path);
+    api_stores_close(&d);
     db_close(&d);
     store_close(d.store);
     util_log("bye");

@@ -130,6 +130,7 @@ struct lanesd {
     struct snapshots *snapshots; /* api_snapshots.c state */
     struct api_events *events;   /* api_events.c: /v1/events subscribers */
     struct api_metrics *metrics; /* api_metrics.c: histograms */
+    struct api_stores *stores;   /* api_stores.c: S3 stores, host id */
 };
 
 /* ---- db.c ------------------------------------------------------------------ */
@@ -253,6 +254,20 @@ void api_events_publish(lanesd_t *d, int64_t id, const char *lane_id, const char
 int api_events_subscribers(const lanesd_t *d);
 /* api_metrics.c: GET /metrics; observers for boot events and exec exits. */
 void api_metrics_register(lanesd_t *d);
+/* ---- api_stores.c: S3 stores and their lanes ----------------------------------- */
+void api_stores_register(lanesd_t *d);
+void api_stores_close(lanesd_t *d);
+const char *api_stores_host_id(lanesd_t *d);
+/* S3 store directory of a lane (its plugin's store=), NULL for local lanes. */
+const char *api_stores_lane_dir(lanesd_t *d, const char *lane_id);
+/* The store_t holding a lane's disk (d->store for local lanes). */
+store_t *api_stores_lane_store(lanesd_t *d, const char *lane_id);
+void api_stores_lane_json(lanesd_t *d, const char *lane_id, json_object *o);
+/* Before a boot: may this host attach the lane's disk (lease)?  0 or -errno + msg. */
+int api_stores_boot_check(lane_rt_t *l, char *msg, size_t msglen);
+/* Disk of a new lane in S3 store `store` (image copied in on first use). */
+int api_stores_lane_create(lanesd_t *d, lane_rt_t *l, const char *store, uint64_t disk_bytes, char **err);
+int api_stores_lane_removed(lanesd_t *d, const lane_rt_t *l, char **err);
 void api_metrics_observe_event(lanesd_t *d, const char *kind, const char *detail);
 void api_metrics_exec_done(lanesd_t *d, int64_t duration_ms, int failed);
 

@@ -154,6 +154,7 @@ json_object *vm_lane_json(const lane_rt_t *l)
     json_object_object_add(o, "memory_mib", json_object_new_int(l->memory_mib));
     json_object_object_add(o, "disk_gib", json_object_new_int(l->disk_gib));
     json_object_object_add(o, "network", json_object_new_string(l->network ? "mediated" : "none"));
+    api_stores_lane_json(l->d, l->id, o);
     json_object_object_add(o, "ttl_s", json_object_new_int(l->ttl_s));
     json_object_object_add(o, "idle_timeout_s", json_object_new_int(l->idle_timeout_s));
     json_object_object_add(o, "accel", l->accel[0] ? json_object_new_string(l->accel) : NULL);
@@ -773,8 +774,16 @@ static void lane_spawn_nbdkit(lane_rt_t *l)
 {
     lanesd_t *d = l->d;
     char plugin[700], store_arg[700], disk_arg[128], status_arg[700], sock[700], log[700];
+    char holder_arg[128] = "", stats_arg[700] = "";
+    const char *s3dir = api_stores_lane_dir(d, l->id);
     snprintf(plugin, sizeof(plugin), "%s/nbdkit-laneslocal-plugin.so", d->bin_dir);
     snprintf(store_arg, sizeof(store_arg), "store=%s/store", d->state_dir);
+    if (s3dir) { /* S3 store: its own plugin; it takes the lane's lease as holder */
+        snprintf(plugin, sizeof(plugin), "%s/nbdkit-laness3-plugin.so", d->bin_dir);
+        snprintf(store_arg, sizeof(store_arg), "store=%s", s3dir);
+        snprintf(holder_arg, sizeof(holder_arg), "holder=%s", api_stores_host_id(d));
+        snprintf(stats_arg, sizeof(stats_arg), "stats=%s/s3stats.json", l->dir);
+    }
     snprintf(disk_arg, sizeof(disk_arg), "disk=%s", l->id);
     /* the plugin appends a JSON line here on its first EIO (vm_housekeeping) */
     snprintf(status_arg, sizeof(status_arg), "status=%s/store-status", l->dir);
@@ -799,6 +808,10 @@ static void lane_spawn_nbdkit(lane_rt_t *l)
     argv[n++] = store_arg;
     argv[n++] = disk_arg;
     argv[n++] = status_arg;
+    if (holder_arg[0]) {
+        argv[n++] = holder_arg;
+        argv[n++] = stats_arg;
+    }
     for (int i = 0; i < npost; i++)
         argv[n++] = post[i];
     argv[n] = NULL;
@@ -1062,6 +1075,8 @@ int vm_lane_boot(lane_rt_t *l, char *msg, size_t msglen)
         snprintf(msg, msglen, "lane %s is still shutting down", l->name);
         return -EBUSY;
     }
+    if (api_stores_boot_check(l, msg, msglen) < 0) /* S3 lanes: lease held elsewhere? */
+        return -EBUSY;
     int r = util_mkdir_p(l->dir, 0700);
     if (r < 0) {
         snprintf(msg, msglen, "create %s: %s", l->dir, strerror(-r));

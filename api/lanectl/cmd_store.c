@@ -1,11 +1,20 @@
-/* cmd_store.c — lanectl store gc|verify|stats
+/* cmd_store.c — lanectl store gc|verify|stats|add|ls|rm
+ *
+ *   store add NAME s3 --endpoint URL --bucket B [--prefix P] [--region R]
+ *       --credentials-file F [--profile P] [--flush local|remote]
+ *       [--allow-unenforced-leases] [--vhost]             POST   /v1/stores
+ *   store ls [--json]                                     GET    /v1/stores
+ *   store rm NAME                                         DELETE /v1/stores/NAME
+ *   (the credentials file's path is sent, never its contents)
  *
  *   store gc [--grace SECONDS] [--dry-run] [--json]   POST /v1/store/gc
  *   store verify [--json]                             POST /v1/store/verify
  *   store stats [--json]                              GET  /v1/store/stats
  *
  * Exit status of verify: 0 clean, 1 problems found (listed). */
+#include <errno.h>
 #include <json-c/json.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,7 +23,12 @@
 
 int cmd_store(lanectl_t *ctx, int argc, char **argv);
 
-static const char usage[] = "usage: lanectl store gc [--grace SECONDS] [--dry-run] [--json]\n"
+static const char usage[] = "usage: lanectl store add NAME s3 --endpoint URL --bucket B [--prefix P] [--region R]\n"
+                            "                 --credentials-file F [--profile P] [--flush local|remote]\n"
+                            "                 [--allow-unenforced-leases] [--vhost]\n"
+                            "       lanectl store ls [--json]\n"
+                            "       lanectl store rm NAME\n"
+                            "       lanectl store gc [--grace SECONDS] [--dry-run] [--json]\n"
                             "       lanectl store verify [--json]\n"
                             "       lanectl store stats [--json]\n";
 
@@ -24,8 +38,129 @@ static long long jint(json_object *o, const char *key)
     return json_object_object_get_ex(o, key, &v) && v ? (long long)json_object_get_int64(v) : 0;
 }
 
+static int store_ls(lanectl_t *ctx, bool json)
+{
+    json_object *resp = NULL, *arr;
+    if (client_call(ctx, "GET", "/v1/stores", NULL, &resp, NULL) < 0)
+        return EXIT_ERROR;
+    if (json) {
+        printf("%s\n", json_object_to_json_string_ext(resp, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+    } else if (json_object_object_get_ex(resp, "stores", &arr)) {
+        printf("%-16s %-6s %-5s %-6s %-12s %s\n", "NAME", "TYPE", "LANES", "FLUSH", "COND-WRITES", "LOCATION");
+        for (size_t i = 0; i < json_object_array_length(arr); i++) {
+            json_object *s = json_object_array_get_idx(arr, i);
+            const char *type = lanectl_jstr(s, "type");
+            char loc[600] = "this host";
+            if (!strcmp(type, "s3"))
+                snprintf(loc, sizeof(loc), "%s s3://%s/%s", lanectl_jstr(s, "endpoint"), lanectl_jstr(s, "bucket"),
+                         lanectl_jstr(s, "prefix"));
+            printf("%-16s %-6s %-5lld %-6s %-12s %s\n", lanectl_jstr(s, "name"), type, jint(s, "lanes"),
+                   strcmp(type, "s3") ? "-" : lanectl_jstr(s, "flush"),
+                   strcmp(type, "s3") ? "-" : lanectl_jstr(s, "conditional_writes"), loc);
+        }
+    }
+    json_object_put(resp);
+    return EXIT_OK;
+}
+
+static int store_add(lanectl_t *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {{"endpoint", required_argument, NULL, 'e'},
+                                         {"bucket", required_argument, NULL, 'b'},
+                                         {"prefix", required_argument, NULL, 'p'},
+                                         {"region", required_argument, NULL, 'r'},
+                                         {"credentials-file", required_argument, NULL, 'c'},
+                                         {"profile", required_argument, NULL, 'P'},
+                                         {"flush", required_argument, NULL, 'f'},
+                                         {"allow-unenforced-leases", no_argument, NULL, 'A'},
+                                         {"vhost", no_argument, NULL, 'V'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         LANECTL_COMMON_OPTS,
+                                         {NULL, 0, NULL, 0}};
+    json_object *body = json_object_new_object();
+    bool json = false;
+    int opt;
+    optind = 0;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        const char *key = opt == 'e' ? "endpoint" : opt == 'b' ? "bucket" : opt == 'p' ? "prefix"
+                        : opt == 'r' ? "region" : opt == 'P' ? "profile" : opt == 'f' ? "flush" : NULL;
+        if (key) {
+            json_object_object_add(body, key, json_object_new_string(optarg));
+        } else if (opt == 'c') {
+            /* Only the path travels; lanesd and the plugin read the file. */
+            char *abs = realpath(optarg, NULL);
+            if (!abs) {
+                json_object_put(body);
+                fprintf(stderr, "lanectl: store add: credentials file %s: %s\n", optarg, strerror(errno));
+                return EXIT_ERROR;
+            }
+            json_object_object_add(body, "credentials_file", json_object_new_string(abs));
+            free(abs);
+        } else if (opt == 'A') {
+            json_object_object_add(body, "allow_unenforced_leases", json_object_new_boolean(1));
+        } else if (opt == 'V') {
+            json_object_object_add(body, "vhost", json_object_new_boolean(1));
+        } else if (opt == 'j') {
+            json = true;
+        } else if (opt == 'h') {
+            json_object_put(body);
+            fputs(usage, stdout);
+            return EXIT_OK;
+        } else if (!lanectl_common_opt(ctx, opt, optarg)) {
+            json_object_put(body);
+            return lanectl_usage_error(usage, "store add: unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (argc - optind != 3 || strcmp(argv[optind + 2], "s3")) {
+        json_object_put(body);
+        return lanectl_usage_error(usage, "store add: expected NAME s3");
+    }
+    json_object_object_add(body, "name", json_object_new_string(argv[optind + 1]));
+    json_object_object_add(body, "type", json_object_new_string("s3"));
+    json_object *resp = NULL;
+    int r = client_call(ctx, "POST", "/v1/stores", body, &resp, NULL);
+    json_object_put(body);
+    if (r < 0)
+        return EXIT_ERROR;
+    if (json)
+        printf("%s\n", json_object_to_json_string_ext(resp, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+    else
+        printf("store %s added: s3://%s/%s, flush %s, conditional writes %s, %lld lanes\n", lanectl_jstr(resp, "name"),
+               lanectl_jstr(resp, "bucket"), lanectl_jstr(resp, "prefix"), lanectl_jstr(resp, "flush"),
+               lanectl_jstr(resp, "conditional_writes"), jint(resp, "lanes"));
+    json_object *w;
+    if (json_object_object_get_ex(resp, "warning", &w))
+        fprintf(stderr, "warning: %s\n", json_object_get_string(w));
+    json_object_put(resp);
+    return EXIT_OK;
+}
+
 int cmd_store(lanectl_t *ctx, int argc, char **argv)
 {
+    /* add has its own options; ls/rm are simple */
+    for (int i = 1; i < argc; i++) {
+        if (argv[i][0] == '-')
+            continue;
+        if (!strcmp(argv[i], "add"))
+            return store_add(ctx, argc, argv);
+        if (!strcmp(argv[i], "rm")) {
+            int o;
+            optind = 0;
+            opterr = 0;
+            static const struct option ro[] = {LANECTL_COMMON_OPTS, {NULL, 0, NULL, 0}};
+            while ((o = getopt_long(argc, argv, "h", ro, NULL)) != -1)
+                if (!lanectl_common_opt(ctx, o, optarg))
+                    return lanectl_usage_error(usage, "store rm: unknown option '%s'", argv[optind - 1]);
+            if (argc - optind != 2)
+                return lanectl_usage_error(usage, "store rm: expected NAME");
+            char path[256];
+            snprintf(path, sizeof(path), "/v1/stores/%s", argv[optind + 1]);
+            return client_call(ctx, "DELETE", path, NULL, NULL, NULL) < 0 ? EXIT_ERROR : EXIT_OK;
+        }
+        break;
+    }
+
     static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
                                          {"dry-run", no_argument, NULL, 'n'},
                                          {"grace", required_argument, NULL, 'g'},
@@ -53,8 +188,10 @@ int cmd_store(lanectl_t *ctx, int argc, char **argv)
             return lanectl_usage_error(usage, "store: unknown option '%s'", argv[optind - 1]);
     }
     if (argc - optind != 1)
-        return lanectl_usage_error(usage, "store: expected gc, verify or stats");
+        return lanectl_usage_error(usage, "store: expected add, ls, rm, gc, verify or stats");
     const char *verb = argv[optind];
+    if (!strcmp(verb, "ls"))
+        return store_ls(ctx, json);
     json_object *resp = NULL, *body = NULL;
     int r;
     if (!strcmp(verb, "gc")) {
