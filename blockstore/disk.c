@@ -23,7 +23,9 @@
  * disk holds a pending session (store_pending_begin), so GC keeps every
  * object it wrote or reused meanwhile even though no ref names them yet.
  *
- * Threading: disk->lock serializes every public call on one disk.
+ * Threading: disk->lock serializes every public call on one disk.  A spill
+ * (commit or dirty-limit) hashes and writes its chunks on up to
+ * SPILL_THREADS short-lived threads while holding the lock.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -99,8 +101,6 @@ static void dirty_remove(store_disk_t *d, uint64_t idx)
     }
 }
 
-/* Write every dirty chunk as an object (unsynced), record it in the map and
- * drop it from the table. */
 static int disk_pending(store_disk_t *d, char **err)
 {
   if (d->pending)
@@ -111,32 +111,109 @@ static int disk_pending(store_disk_t *d, char **err)
   return r;
 }
 
+/* One spill worker's share: hash and put every nth dirty chunk from first.
+ * Objects are independent and the backend's put() is thread-safe, so the
+ * expensive part of a commit (SHA-256 + one file per chunk) runs on several
+ * threads; the map is updated afterwards on the caller's thread. */
+struct spill_job {
+  store_disk_t *d;
+  struct dchunk **chunks;
+  store_id_t *ids;
+  int *done;                /* per chunk: 1 = put (or zero), 0 = not */
+  size_t n, first, step;
+  int r;
+  char *err;
+};
+
+static void *spill_worker(void *arg)
+{
+  struct spill_job *j = arg;
+  store_t *s = j->d->store;
+  for (size_t i = j->first; i < j->n; i += j->step) {
+    struct dchunk *c = j->chunks[i];
+    memset(&j->ids[i], 0, sizeof j->ids[i]);
+    if (!store_buf_is_zero(c->data, j->d->cs)) {
+      store_hash(c->data, j->d->cs, &j->ids[i]);
+      int r = s->ops->put(s->be, &j->ids[i], c->data, j->d->cs, &j->err);
+      if (r < 0) {
+        j->r = r;
+        return NULL;    /* the rest of this share stays dirty */
+      }
+    }
+    j->done[i] = 1;
+  }
+  return NULL;
+}
+
+#define SPILL_THREADS 4
+#define SPILL_MIN_PER_THREAD 8
+
+/* Write every dirty chunk as an object (unsynced), record it in the map and
+ * drop it from the table.  On failure the chunks not written stay dirty. */
 static int dirty_spill(store_disk_t *d, char **err)
 {
-  store_t *s = d->store;
-  int r0;
-  if (d->ndirty && (r0 = disk_pending(d, err)) < 0)
-    return r0;
-  for (size_t b = 0; b < d->nbuckets; b++) {
-    while (d->buckets[b]) {
-      struct dchunk *c = d->buckets[b];
-      store_id_t id;
-      int r;
-      memset(&id, 0, sizeof id);
-      if (!store_buf_is_zero(c->data, d->cs)) {
-        store_hash(c->data, d->cs, &id);
-        if ((r = s->ops->put(s->be, &id, c->data, d->cs, err)) < 0)
-          return r;
-      }
-      if ((r = map_set(d->map, c->idx, &id, err)) < 0)
-        return r;
-      d->buckets[b] = c->next;
-      free(c->data);
-      free(c);
-      d->ndirty--;
-    }
+  int r = 0;
+  if (!d->ndirty)
+    return 0;
+  if ((r = disk_pending(d, err)) < 0)
+    return r;
+  size_t n = 0;
+  struct dchunk **chunks = malloc(d->ndirty * sizeof *chunks);
+  store_id_t *ids = malloc(d->ndirty * sizeof *ids);
+  int *done = calloc(d->ndirty, sizeof *done);
+  if (!chunks || !ids || !done) {
+    r = store_err(err, ENOMEM, "out of memory");
+    goto out;
   }
-  return 0;
+  for (size_t b = 0; b < d->nbuckets; b++)
+    for (struct dchunk *c = d->buckets[b]; c; c = c->next)
+      chunks[n++] = c;
+
+  size_t nthreads = n / SPILL_MIN_PER_THREAD;
+  if (nthreads > SPILL_THREADS)
+    nthreads = SPILL_THREADS;
+  if (nthreads < 1)
+    nthreads = 1;
+  struct spill_job jobs[SPILL_THREADS];
+  pthread_t tids[SPILL_THREADS];
+  int started[SPILL_THREADS] = {0};
+  for (size_t t = 0; t < nthreads; t++)
+    jobs[t] = (struct spill_job){ .d = d, .chunks = chunks, .ids = ids,
+                                  .done = done, .n = n, .first = t,
+                                  .step = nthreads };
+  /* Worker 0 runs here; a thread that cannot be created is run inline. */
+  for (size_t t = 1; t < nthreads; t++)
+    started[t] = pthread_create(&tids[t], NULL, spill_worker, &jobs[t]) == 0;
+  spill_worker(&jobs[0]);
+  for (size_t t = 1; t < nthreads; t++) {
+    if (started[t])
+      pthread_join(tids[t], NULL);
+    else
+      spill_worker(&jobs[t]);
+  }
+  for (size_t t = 0; t < nthreads; t++) {
+    if (jobs[t].r < 0 && r == 0) {
+      r = jobs[t].r;
+      store_err(err, -r, "%s", jobs[t].err ? jobs[t].err : strerror(-r));
+    }
+    free(jobs[t].err);
+  }
+  /* Enter what was written into the map and drop it from the table. */
+  for (size_t i = 0; i < n; i++) {
+    if (!done[i])
+      continue;
+    int r2 = map_set(d->map, chunks[i]->idx, &ids[i], err);
+    if (r2 < 0) {
+      r = r2;
+      break;
+    }
+    dirty_remove(d, chunks[i]->idx);
+  }
+out:
+  free(chunks);
+  free(ids);
+  free(done);
+  return r;
 }
 
 /* ---- clean chunk cache ---- */
