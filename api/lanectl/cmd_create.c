@@ -2,6 +2,7 @@
  * → POST /v1/lanes */
 #include <json-c/json.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "client.h"
 #include "lanectl.h"
@@ -12,14 +13,20 @@ static const char usage[] =
     "  --cpus N        virtual CPUs (default: 1)\n"
     "  --memory MiB    memory in MiB (default: 512)\n"
     "  --disk GiB      root disk size in GiB (default: 4)\n"
-    "  --store NAME    block store for the disk (default: local; see lanectl store ls)\n";
+    "  --store NAME    block store for the disk (default: local; see lanectl store ls)\n"
+    "  --policy FILE   network policy JSON (docs/policy.md; default: deny everything)\n"
+    "  --network none  no network interface at all (default: mediated by netmed)\n"
+    "  --ttl S         stop the lane S seconds after each boot\n"
+    "  --idle-timeout S  stop the lane after S seconds without API activity\n";
 
 int create_parse_args(int argc, char **argv, lanectl_t *ctx, char **name_out, json_object **body_out)
 {
     static const struct option opts[] = {
         {"image", required_argument, NULL, 'I'}, {"cpus", required_argument, NULL, 'c'},
         {"memory", required_argument, NULL, 'm'}, {"disk", required_argument, NULL, 'd'},
-        {"store", required_argument, NULL, 'S'}, LANECTL_COMMON_OPTS, {NULL, 0, NULL, 0}};
+        {"store", required_argument, NULL, 'S'}, {"policy", required_argument, NULL, 'P'},
+        {"network", required_argument, NULL, 'N'}, {"ttl", required_argument, NULL, 't'},
+        {"idle-timeout", required_argument, NULL, 'i'}, LANECTL_COMMON_OPTS, {NULL, 0, NULL, 0}};
     json_object *body = json_object_new_object();
     int opt;
     optind = 0;
@@ -34,6 +41,24 @@ int create_parse_args(int argc, char **argv, lanectl_t *ctx, char **name_out, js
         case 'S':
             json_object_object_add(body, "store", json_object_new_string(optarg));
             continue;
+        case 'P': {
+            json_object *policy = lanectl_read_json_file(optarg);
+            if (!policy) {
+                json_object_put(body);
+                return EXIT_ERROR;
+            }
+            json_object_object_add(body, "policy", policy);
+            continue;
+        }
+        case 'N':
+            if (strcmp(optarg, "none") != 0 && strcmp(optarg, "mediated") != 0) {
+                json_object_put(body);
+                return lanectl_usage_error(usage, "create: --network is 'none' or 'mediated', not '%s'", optarg);
+            }
+            json_object_object_add(body, "network", json_object_new_string(optarg));
+            continue;
+        case 't': key = "ttl_s"; break;
+        case 'i': key = "idle_timeout_s"; break;
         case 'c': key = "cpus"; break;
         case 'm': key = "memory_mib"; break;
         case 'd': key = "disk_gib"; break;
@@ -50,7 +75,8 @@ int create_parse_args(int argc, char **argv, lanectl_t *ctx, char **name_out, js
         if (!lanectl_parse_uint(optarg, 1u << 30, &v) || v == 0) {
             json_object_put(body);
             return lanectl_usage_error(usage, "create: --%s needs a positive integer, not '%s'",
-                                       opt == 'c' ? "cpus" : opt == 'm' ? "memory" : "disk", optarg);
+                                       opt == 'c' ? "cpus" : opt == 'm' ? "memory" : opt == 't' ? "ttl" :
+                                       opt == 'i' ? "idle-timeout" : "disk", optarg);
         }
         json_object_object_add(body, key, json_object_new_int64((int64_t)v));
     }

@@ -54,6 +54,8 @@ bool lanectl_parse_uint(const char *s, unsigned long long max, unsigned long lon
 /* String member of a JSON object, or NULL. */
 struct json_object;
 const char *lanectl_jstr(struct json_object *o, const char *key);
+/* Read a JSON object from a file ("-" = stdin); prints the error, NULL on failure. */
+struct json_object *lanectl_read_json_file(const char *path);
 /* "NAME: STATE" (plus the reason when there is one) for a lane object. */
 void lanectl_print_lane_state(struct json_object *lane);
 
@@ -91,6 +93,9 @@ int cmd_exec(lanectl_t *ctx, int argc, char **argv);
 int cmd_cp(lanectl_t *ctx, int argc, char **argv);
 int cmd_image(lanectl_t *ctx, int argc, char **argv);
 int cmd_version(lanectl_t *ctx, int argc, char **argv);
+int cmd_policy(lanectl_t *ctx, int argc, char **argv);
+int cmd_secret(lanectl_t *ctx, int argc, char **argv);
+int cmd_audit(lanectl_t *ctx, int argc, char **argv);
 int cmd_shell(lanectl_t *ctx, int argc, char **argv);
 int cmd_events(lanectl_t *ctx, int argc, char **argv);
 /* One human-readable line for an event object; -1 (message in out) for an

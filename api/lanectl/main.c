@@ -29,6 +29,9 @@ static const struct {
     {"snapshot", cmd_snapshot, "create, list, remove and restore lane snapshots"},
     {"fork", cmd_fork, "new lane sharing a lane's snapshot or current state"},
     {"store", cmd_store, "block store gc, verify and stats"},
+    {"policy", cmd_policy, "show or change a lane's network policy (live)"},
+    {"secret", cmd_secret, "set, list and remove a lane's secrets (values are write-only)"},
+    {"audit", cmd_audit, "a lane's network decisions and intercepted requests"},
     {"version", cmd_version, "show client and daemon versions"},
 };
 

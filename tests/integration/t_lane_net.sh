@@ -30,10 +30,9 @@ cat >"$T/policy.json" <<'JSON'
  "allow": [{"host": "api.lanes.test", "ports": [80]},
            {"host": "api.lanes.test", "ports": [443], "intercept": true}]}
 JSON
-python3 -c 'import json,sys; print(json.dumps({"name":"web","image":"debian","disk_gib":2,"policy":json.load(open(sys.argv[1]))}))' \
-    "$T/policy.json" >"$T/create.json"
-api POST /v1/lanes --data-binary @"$T/create.json" >"$T/r"
-[ "$API_STATUS" = 201 ] || fail "create with policy: $API_STATUS $(cat "$T/r")"
+lc create web --image debian --disk 2 --policy "$T/policy.json" >/dev/null
+echo '{"allow": [' >"$T/broken.json"
+expect_fail "not valid JSON" lc create broken --image debian --policy "$T/broken.json"
 api POST /v1/lanes -d '{"name":"badpol","image":"minimal","policy":{"allow":[{"cidr":"not-a-cidr"}]}}' >"$T/r"
 [ "$API_STATUS" = 400 ] || fail "invalid policy accepted: $API_STATUS $(cat "$T/r")"
 grep -q invalid_policy "$T/r" || fail "invalid policy error code: $(cat "$T/r")"
@@ -55,9 +54,9 @@ if gwget http://203.0.113.11/ >/dev/null 2>&1; then fail "direct IP outside the 
 if gwget http://169.254.169.254/ >/dev/null 2>&1; then fail "metadata address reachable"; fi
 
 log "intercepted HTTPS with the lane CA, and a secret that only its host sees"
-api PUT /v1/lanes/web/secrets/API_TOKEN -d '{"value":"real-token-4f2a9c","hosts":["api.lanes.test"]}' >"$T/r"
-[ "$API_STATUS" = 200 ] || fail "secret set: $API_STATUS $(cat "$T/r")"
-grep -q 'real-token' "$T/r" && fail "the API echoed a secret value"
+printf 'real-token-4f2a9c\n' | lc secret set web API_TOKEN --hosts api.lanes.test >"$T/r" || fail "secret set"
+grep -q 'real-token' "$T/r" && fail "lanectl echoed a secret value"
+lc secret ls web | grep -q '^API_TOKEN ' || fail "secret ls: $(lc secret ls web)"
 api GET /v1/lanes/web/secrets >"$T/r"
 grep -q 'real-token' "$T/r" && fail "the secrets listing shows a value"
 ph=$(lc exec web -- sh -c 'echo $API_TOKEN')
@@ -86,8 +85,8 @@ p = json.load(open(sys.argv[1]))
 p["allow"].append({"host": "api.lanes.test", "ports": [8080]})
 print(json.dumps(p))
 PY
-api PUT /v1/lanes/web/policy --data-binary @"$T/policy2.json" >"$T/r"
-[ "$API_STATUS" = 200 ] || fail "policy set: $API_STATUS $(cat "$T/r")"
+lc policy set web "$T/policy2.json" >/dev/null || fail "policy set"
+lc policy get web | grep -q 8080 || fail "policy get does not show the change"
 gwget http://api.lanes.test:8080/ready >/dev/null || fail "port 8080 not open after the live change"
 [ "$(lane_qemu_pid web)" = "$qpid" ] || fail "the lane rebooted for a policy change"
 api PUT /v1/lanes/web/policy -d '{"allow":[{"cidr":"bogus"}]}' >"$T/r"
@@ -95,6 +94,9 @@ api PUT /v1/lanes/web/policy -d '{"allow":[{"cidr":"bogus"}]}' >"$T/r"
 gwget http://api.lanes.test:8080/ready >/dev/null || fail "a rejected policy changed the running one"
 
 log "audit"
+lc audit web >"$T/audit.txt"
+grep -q 'deny' "$T/audit.txt" || fail "lanectl audit shows no denial: $(head "$T/audit.txt")"
+grep -q 'real-token' "$T/audit.txt" && fail "secret value in lanectl audit"
 api GET /v1/lanes/web/audit >"$T/audit"
 python3 - "$T/audit" <<'PY' || fail "audit content: $(head -c 2000 "$T/audit")"
 import json, sys
