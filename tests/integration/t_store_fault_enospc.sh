@@ -1,6 +1,6 @@
 #!/bin/sh
-# A full store disk (ENOSPC) under a running lane: lanesd's state dir (and so
-# the store) lives on a small tmpfs this test mounts.  A guest filling its
+# A full store disk (ENOSPC) under a running lane: lanesd's store
+# (STATE/store) lives on a small tmpfs this test mounts.  A guest filling its
 # disk gets EIO once the host store is full (never silent loss: what it
 # synced before stays intact), the store stays consistent (verify clean), and
 # after space is freed (another lane removed + GC) the lane is writable again
@@ -14,13 +14,13 @@ set -eu
 need_root
 need_cmd python3 mount umount
 test_tmpdir
-SMALL="$T/small"
+LANES_STATE="$T/state"
+SMALL="$LANES_STATE/store"
 mkdir -p "$SMALL"
 mount -t tmpfs -o size=72m lanes-enospc "$SMALL" || skip "cannot mount a tmpfs"
 # lanes.sh's cleanup (registered later, so run first) kills the lane
 # processes before the tmpfs goes away.
 on_exit "umount -l '$SMALL' 2>/dev/null || true"
-LANES_STATE="$SMALL/state"
 export LANES_NBDKIT_FILTERS="dirty-limit=4M"
 . "$(dirname "$0")/lanes.sh"
 lanes_start
@@ -35,6 +35,9 @@ lc exec l0 -- sh -c 'head -c 16777216 /dev/urandom > /root/ballast && sync' || f
 lc stop l0 >/dev/null
 log "after l0's 16 MiB ballast: $(free_mib) MiB free"
 
+# Like a filesystem's root reserve: 4 MiB given back once the store is full
+# so the store's SQLite can commit the deletion that frees the real space.
+head -c 4194304 /dev/zero >"$SMALL/reserve"
 lc boot l1 >/dev/null
 lc exec l1 -- sh -c 'head -c 1048576 /dev/urandom > /root/keep && sync'
 keep=$(lc exec l1 -- sha256sum /root/keep | cut -d' ' -f1)
@@ -53,7 +56,8 @@ STORE_CLI="$LANES_BUILD/bin/lanes-store --store $LANES_STATE/store"
 $STORE_CLI verify >"$T/verify.txt" 2>&1 || fail "verify on a full store: $(cat "$T/verify.txt")"
 
 log "free space: remove lane l0 and collect"
-lc rm l0 >/dev/null
+rm -f "$SMALL/reserve"
+lc rm l0 >/dev/null || fail "lane rm on a full store"
 sleep 3   # GC keeps objects younger than its 2 s clock margin
 lc store gc --grace 0 >/dev/null || fail "gc on a full store"
 log "free after gc: $(free_mib) MiB"
