@@ -1302,9 +1302,9 @@ static void *uploader_main(void *p)
 int store_background_start(store_t *s, char **err)
 {
   struct s3_be *be = be_of(s);
-  if (!be)
-    return 0;
-  if (be->uploader_on)
+  /* Remote durability uploads inside FLUSH itself; what a failed FLUSH
+   * left in the journal goes with the next FLUSH or at close. */
+  if (!be || be->uploader_on || be->conf.durability == STORE_DURABILITY_REMOTE)
     return 0;
   int e = pthread_create(&be->uploader, NULL, uploader_main, be);
   if (e)
