@@ -88,6 +88,7 @@ struct lane_rt {
     int64_t audit_offset;/* bytes of audit.jsonl already in SQLite */
     agent_hello_t hello; /* the last handshake (kept while configuring) */
     int configuring;     /* LP_CONFIGURE of a handshake in flight */
+    int net_cleaning;    /* teardown waits for the namespace removal */
     agent_t *agent;
     uv_timer_t timer;    /* boot / stop / kill-escalation deadline */
     uv_timer_t tick;     /* nbd socket wait, agent reconnect */
@@ -184,8 +185,9 @@ void net_netns_name(const lane_rt_t *l, char *out, size_t len);
 int net_lane_start(lane_rt_t *l, net_done_cb done);
 int net_spawn_netmed(lane_rt_t *l, char *msg, size_t msglen);
 void net_netmed_exited(lane_rt_t *l);
-/* After the processes are gone: close the TAP, remove the namespace. */
-void net_lane_cleanup(lane_rt_t *l);
+/* After the processes are gone: close the TAP, remove the namespace. Returns
+ * 1 if removal is under way (done runs when it finished), 0 if nothing to do. */
+int net_lane_cleanup(lane_rt_t *l, net_done_cb done);
 int net_write_policy_file(lane_rt_t *l, const char *policy_json);
 int net_write_secrets_file(lane_rt_t *l);
 /* Fill an LP_CONFIGURE for the lane; free with net_guest_config_free. */

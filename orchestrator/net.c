@@ -377,32 +377,51 @@ void net_netmed_exited(lane_rt_t *l)
     uv_timer_start(&l->net_timer, on_netmed_restart, delay, 0);
 }
 
-/* Fire-and-forget removal of the namespace (and its TAP). */
+typedef struct {
+    lane_rt_t *lane;
+    net_done_cb done;
+} net_cleanup_t;
+
 static void on_teardown_exit(proc_run_t *p, int status, int sig, const char *out, void *ud)
 {
+    net_cleanup_t *c = ud;
     (void)p;
-    (void)status;
     (void)sig;
     (void)out;
-    lane_unref(ud);
+    lane_rt_t *l = c->lane;
+    if (status != 0)
+        util_log("lane %s: removing its network namespace failed (status %d)", l->name, status);
+    if (c->done)
+        c->done(l, status == 0 ? 0 : -EIO, NULL);
+    free(c);
+    lane_unref(l);
 }
 
-void net_lane_cleanup(lane_rt_t *l)
+int net_lane_cleanup(lane_rt_t *l, net_done_cb done)
 {
     if (l->tap_fd >= 0) {
         close(l->tap_fd);
         l->tap_fd = -1;
     }
     if (!l->network)
-        return;
+        return 0;
     char bin[600], ns[64];
     snprintf(bin, sizeof(bin), "%s/netmed", l->d->bin_dir);
     net_netns_name(l, ns, sizeof(ns));
     char *argv[] = {bin, "teardown-netns", ns, NULL};
     static const proc_run_callbacks_t cbs = {NULL, on_teardown_exit};
+    net_cleanup_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return 0;
+    c->lane = l;
+    c->done = done;
     lane_ref(l);
-    if (proc_run_start(l->d->loop, argv, NULL, &cbs, l, NULL) < 0)
+    if (proc_run_start(l->d->loop, argv, NULL, &cbs, c, NULL) < 0) {
+        free(c);
         lane_unref(l);
+        return 0;
+    }
+    return 1;
 }
 
 /* ---- guest configuration ------------------------------------------------------------------- */

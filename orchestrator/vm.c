@@ -533,6 +533,14 @@ static void lane_remove_runtime_files(lane_rt_t *l)
     }
 }
 
+static void on_net_cleaned(lane_rt_t *l, int err, const char *msg)
+{
+    (void)err;
+    (void)msg;
+    l->net_cleaning = 2; /* done: finish the teardown */
+    lane_teardown_step(l);
+}
+
 /* Drive the lane towards "no processes", then apply the pending transition. */
 static void lane_teardown_step(lane_rt_t *l)
 {
@@ -559,8 +567,16 @@ static void lane_teardown_step(lane_rt_t *l)
         return;
     }
     uv_timer_stop(&l->timer);
+    if (l->net_cleaning == 1)
+        return; /* the namespace removal calls back */
     net_audit_ingest(l);
-    net_lane_cleanup(l);
+    if (l->network && l->net_cleaning == 0 && net_lane_cleanup(l, on_net_cleaned)) {
+        /* The lane reports stopped/failed only once its namespace is gone,
+         * so a boot right after never races the removal. */
+        l->net_cleaning = 1;
+        return;
+    }
+    l->net_cleaning = 0;
     lane_remove_runtime_files(l);
     l->teardown = 0;
     l->stop_phase = 0;
