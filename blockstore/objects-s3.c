@@ -1142,6 +1142,7 @@ static int s3be_refresh(void *p, char **err)
   if (!prefix)
     return store_err(err, ENOMEM, "out of memory");
   size_t plen = strlen(prefix);
+  time_t list_start = time(NULL);
   int r = s3_list(be->cli, prefix, 0, collect_key, &l, err);
   free(prefix);
   if (r < 0) {
@@ -1199,13 +1200,22 @@ static int s3be_refresh(void *p, char **err)
         sqlite3_step(st);
         sqlite3_finalize(st);
       }
-      if (!dirty)
+      /* Never move a ref backwards: a local writer may have committed (and
+       * published) a newer generation since the GET above. */
+      store_ref_t cur;
+      char *gerr = NULL;
+      int have = store_ref_get_locked(s, refs[i].name, &cur, &gerr) == 0;
+      free(gerr);
+      if (!dirty && (!have || refs[i].generation > cur.generation))
         r = store_ref_set_locked(s, &refs[i], err);
     }
-    if (r == 0 &&
-        sqlite3_exec(s->db, "DELETE FROM refs WHERE name NOT IN (SELECT name "
-                     "FROM s3_seen) AND name NOT IN (SELECT name FROM "
-                     "s3_pub)", NULL, NULL, NULL) != SQLITE_OK)
+    /* Gone from the bucket: deleted by another host -- unless changed here
+     * since the listing began (published after it, or not yet). */
+    char sql[256];
+    snprintf(sql, sizeof sql, "DELETE FROM refs WHERE name NOT IN (SELECT "
+             "name FROM s3_seen) AND name NOT IN (SELECT name FROM s3_pub) "
+             "AND updated < %lld", (long long)list_start - 2);
+    if (r == 0 && sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK)
       r = store_err(err, EIO, "refresh refs: %s", sqlite3_errmsg(s->db));
     if (r == 0 && sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
       r = store_err(err, EIO, "refresh refs: %s", sqlite3_errmsg(s->db));
