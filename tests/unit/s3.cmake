@@ -17,3 +17,11 @@ lanes_unit_test(test_s3_lease
     LIBS lanes_s3)
 target_compile_definitions(test_s3_lease PRIVATE
     S3_TEST_DATA="${CMAKE_CURRENT_SOURCE_DIR}/unit/data/s3")
+# The block store's S3 backend (objects-s3.c): fencing of a stale writer and
+# the lease checks, against recorded responses of an enforcing store.
+lanes_unit_test(test_s3_store
+    SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_s3_store.c
+            ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_s3_replay.c
+    LIBS lanes_store lanes_s3)
+target_compile_definitions(test_s3_store PRIVATE
+    S3_TEST_DATA="${CMAKE_CURRENT_SOURCE_DIR}/unit/data/s3")
