@@ -370,17 +370,20 @@ for m in 256 512; do
     id=$(lane_field "idle$m" id)
     qpid=$(lane_field "idle$m" pid)
     procs=$(lane_pids "$id")
-    nbd=""; shim=""
+    nbd=""; nm=""
     for p in $procs; do
         [ "$p" = "$qpid" ] && continue
         case "$(cat "/proc/$p/comm")" in
             nbdkit) nbd=$p ;;
-            lanes-shim) shim=$p ;;
+            netmed) nm=$p ;;
         esac
     done
-    # the shim is a fork of lanesd (same command line): it is nbdkit's parent
-    [ -n "$nbd" ] && [ -z "$shim" ] && shim=$(awk '{print $4}' "/proc/$nbd/stat")
     [ -n "$nbd" ] || die "idle$m: nbdkit not found"
+    # nbdkit and netmed each run under a lanes-shim (a fork of lanesd that
+    # outlives it): their parents. netmed is the lane's network mediator.
+    shim=$(awk '{print $4}' "/proc/$nbd/stat")
+    netmed_procs=""
+    [ -n "$nm" ] && netmed_procs="$nm $(awk '{print $4}' "/proc/$nm/stat")"
     # QEMU's big mappings (guest RAM is one anonymous mapping of the guest's
     # size; under TCG the translated-code buffer is another large one).
     python3 - "$qpid" >"$W/qemu-maps-$m.json" <<'PY'
@@ -400,17 +403,29 @@ PY
     read -r q_rss q_pss < <(mem_of "$qpid")
     read -r n_rss n_pss < <(mem_of "$nbd")
     read -r s_rss s_pss < <(mem_of "$shim")
-    total_rss=$((q_rss + n_rss + s_rss)); total_pss=$((q_pss + n_pss + s_pss))
+    read -r m_rss m_pss < <(mem_of $netmed_procs)
+    total_rss=$((q_rss + n_rss + s_rss + m_rss)); total_pss=$((q_pss + n_pss + s_pss + m_pss))
     row "idle_rss_${m}MiB" MiB "$(awk -v k=$total_rss 'BEGIN{printf "%.1f", k/1024}')" "$m" "" "$(python3 -c '
 import json, sys
-q, qp, n, np_, s, sp, tp = (int(x) for x in sys.argv[1:8])
+q, qp, n, np_, s, sp, tp, mr, mp = (int(x) for x in sys.argv[1:10])
 print(json.dumps({"baseline_is": "guest RAM size (MiB)", "qemu_rss_kib": q, "qemu_pss_kib": qp,
   "nbdkit_rss_kib": n, "nbdkit_pss_kib": np_, "shim_rss_kib": s, "shim_pss_kib": sp,
+  "netmed_and_shim_rss_kib": mr, "netmed_and_shim_pss_kib": mp,
   "total_pss_mib": round(tp / 1024, 1), "measured_after_s": 5,
-  "qemu_mappings_over_4mib_rss": json.load(open(sys.argv[8]))}))' \
-        "$q_rss" "$q_pss" "$n_rss" "$n_pss" "$s_rss" "$s_pss" "$total_pss" "$W/qemu-maps-$m.json")"
+  "qemu_mappings_over_4mib_rss": json.load(open(sys.argv[10]))}))' \
+        "$q_rss" "$q_pss" "$n_rss" "$n_pss" "$s_rss" "$s_pss" "$total_pss" "$m_rss" "$m_pss" "$W/qemu-maps-$m.json")"
 done
 for m in 256 512; do lc stop "idle$m" >/dev/null; done
 
 # ----------------------------------------------------------------- report ----
 python3 "$ROOT/bench/report.py" "$ROWS" "$OUT/results.json"
+
+# The block store and S3 tables (their own baselines, measured in this run).
+if [ "${BENCH_SKIP_STORE:-0}" != 1 ]; then
+    echo
+    "$ROOT/bench/blockstore/run.sh" "$BUILD" || echo "bench/blockstore failed (exit $?)" >&2
+fi
+if [ "${BENCH_SKIP_S3:-0}" != 1 ] && [ -x "$ROOT/bench/s3/run.sh" ]; then
+    echo
+    "$ROOT/bench/s3/run.sh" "$BUILD" || echo "bench/s3 failed (exit $?)" >&2
+fi
