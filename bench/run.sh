@@ -157,8 +157,8 @@ capture_qemu_argv() {
     [ "${QARGV[0]}" = qemu-system-x86_64 ] || die "pid $pid is not QEMU"
 }
 
-# Derive a QEMU argv from lanesd's: runtime paths under $2, name $3.
-# mode floor: floor initramfs, no root disk (nothing to serve it; the floor's
+# Derive a QEMU argv from lanesd's: runtime paths under $2, name $3, without
+# the lane's NIC (its TAP fd exists only inside that QEMU). mode floor: floor initramfs, no root disk (nothing to serve it; the floor's
 # init never touches a disk). mode qga: a third virtio-serial port for
 # org.qemu.guest_agent.0 (max_ports 2 -> 3: port 0 is reserved for a console).
 declare -a VARGV=()
@@ -170,6 +170,11 @@ variant_argv() { # MODE DIR NAME
         a=${QARGV[$i]}
         a=${a//$ldir/$dir}
         a=${a//lanes-$BOOT_ID/$name}
+        # The lane's NIC is a TAP fd lanesd opened in the lane's netns: a copy
+        # of the command line cannot have it. Neither variant needs a network.
+        if [ "$a" = -netdev ] || { [ "$a" = -device ] && [[ ${QARGV[$((i + 1))]} == virtio-net-device* ]]; }; then
+            i=$((i + 2)); continue
+        fi
         if [ "$mode" = floor ]; then
             case "$a" in
                 -blockdev|-device) 
