@@ -91,6 +91,18 @@ log "host A: refuses to boot while B holds the lease"
 lc boot l1 >"$T/boot-a2.out" 2>&1 && fail "A booted a lane B holds"
 grep -Eq "in use by host|does not enforce" "$T/boot-a2.out" || fail "A's refusal: $(cat "$T/boot-a2.out")"
 lcb exec l1 -- sh -c 'echo written-on-B >> /root/hello && sync'
+
+log "snapshots of an S3 lane live in its store: create, restore"
+lcb snapshot create l1 s3snap >/dev/null || fail "snapshot create on an S3 lane: $(tail -3 "$STATE_B/lanesd.log")"
+lcb snapshot ls l1 | grep -q '^s3snap ' || fail "snapshot ls: $(lcb snapshot ls l1)"
+lcb exec l1 -- sh -c 'echo after-snapshot >> /root/hello && sync'
+lcb snapshot restore l1 s3snap --reboot >/dev/null || fail "snapshot restore on an S3 lane"
+lcb exec l1 -- cat /root/hello | grep -q after-snapshot && fail "restore did not roll back"
+lcb exec l1 -- cat /root/hello | grep -q written-on-B || fail "restore lost pre-snapshot data"
+"$LANES_BUILD/bin/lanes-store" --store "$STATE_B/stores/s3b" ls 2>/dev/null | grep -q "snap/$L1/s3snap" \
+    || fail "the snapshot ref is not in the lane's S3 store"
+if lcb fork l1@s3snap l1fork >"$T/fork.out" 2>&1; then fail "fork of an S3 lane was accepted"; fi
+grep -q "S3 store" "$T/fork.out" || fail "fork refusal message: $(cat "$T/fork.out")"
 lcb stop l1 >/dev/null
 
 log "no secret in logs or API output"
