@@ -223,6 +223,8 @@ int main(int argc, char **argv)
     api_net_register(&d);
     api_snapshots_register(&d);
     api_shell_register(&d);
+    api_logs_register(&d);
+    api_archive_register(&d);
     api_events_register(&d);
     api_metrics_register(&d);
     api_stores_register(&d);

@@ -250,6 +250,9 @@ void api_exec_close_stdin(exec_session_t *s);
 int api_exec_resize(exec_session_t *s, uint16_t rows, uint16_t cols);
 int api_exec_signal(exec_session_t *s, int sig);
 void api_shell_register(lanesd_t *d);
+/* api_logs.c: GET /v1/lanes/{name}/logs. api_archive.c: tar in/out, stat, list. */
+void api_logs_register(lanesd_t *d);
+void api_archive_register(lanesd_t *d);
 /* api_events.c: GET /v1/events; db_event() publishes every stored event. */
 void api_events_register(lanesd_t *d);
 void api_events_publish(lanesd_t *d, int64_t id, const char *lane_id, const char *kind, const char *detail);

@@ -18,9 +18,11 @@
 #include "client.h"
 #include "codec.h"
 #include "lanectl.h"
+#include "xfer.h"
 
 static const char usage[] = "usage: lanectl cp LOCAL NAME:/PATH    copy a local file into lane NAME\n"
                             "       lanectl cp NAME:/PATH LOCAL    copy a file out of lane NAME\n"
+                            "       lanectl cp -r DIR NAME:/PATH   copy a directory (tar stream) in; -r NAME:/DIR DIR out\n"
                             "  LOCAL may be '-' for stdin/stdout; file modes are preserved.\n";
 
 bool cp_parse_spec(const char *spec, char *lane, size_t lane_len, const char **path)
@@ -273,14 +275,19 @@ static int cp_in(lanectl_t *ctx, const char *local, const char *lane, const char
 
 int cmd_cp(lanectl_t *ctx, int argc, char **argv)
 {
-    static const struct option opts[] = {LANECTL_COMMON_OPTS, {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"recursive", no_argument, NULL, 'r'}, LANECTL_COMMON_OPTS, {NULL, 0, NULL, 0}};
     int opt;
+    bool recursive = false;
     optind = 0;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "+hr", opts, NULL)) != -1) {
         if (opt == 'h') {
             fputs(usage, stdout);
             return EXIT_OK;
+        }
+        if (opt == 'r') {
+            recursive = true;
+            continue;
         }
         if (!lanectl_common_opt(ctx, opt, optarg))
             return lanectl_usage_error(usage, "cp: unknown option '%s'", argv[optind - 1]);
@@ -295,5 +302,7 @@ int cmd_cp(lanectl_t *ctx, int argc, char **argv)
     bool dst_lane = cp_parse_spec(dst, lane2, sizeof(lane2), &rpath2);
     if (src_lane == dst_lane)
         return lanectl_usage_error(usage, "cp: exactly one of SRC and DST must be NAME:/path");
+    if (recursive)
+        return src_lane ? cp_dir_out(ctx, lane, rpath, dst) : cp_dir_in(ctx, src, lane2, rpath2);
     return src_lane ? cp_out(ctx, lane, rpath, dst) : cp_in(ctx, src, lane2, rpath2);
 }

@@ -98,6 +98,10 @@ int cmd_secret(lanectl_t *ctx, int argc, char **argv);
 int cmd_audit(lanectl_t *ctx, int argc, char **argv);
 int cmd_shell(lanectl_t *ctx, int argc, char **argv);
 int cmd_events(lanectl_t *ctx, int argc, char **argv);
+int cmd_logs(lanectl_t *ctx, int argc, char **argv);
+int cmd_files(lanectl_t *ctx, int argc, char **argv);
+int cmd_doctor(lanectl_t *ctx, int argc, char **argv);
+int cmd_completion(lanectl_t *ctx, int argc, char **argv);
 /* One human-readable line for an event object; -1 (message in out) for an
  * {"error"} line. Exposed for unit tests. */
 struct json_object;
