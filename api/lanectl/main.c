@@ -34,6 +34,8 @@ static const struct {
     {"policy", cmd_policy, "show or change a lane's network policy (live)"},
     {"secret", cmd_secret, "set, list and remove a lane's secrets (values are write-only)"},
     {"audit", cmd_audit, "a lane's network decisions and intercepted requests"},
+    {"doctor", cmd_doctor, "check this host can run lanes (KVM, QEMU, nbdkit, disk, lanesd)"},
+    {"completion", cmd_completion, "print a bash or zsh completion script"},
     {"version", cmd_version, "show client and daemon versions"},
 };
 
