@@ -643,11 +643,65 @@ static void test_default_store_reopen(void **state)
   free(err);
 }
 
+/* The background spiller: with a dirty limit of 4 chunks it writes batches
+ * while writes, zeroes and reads go on, so writes land on chunks that are
+ * being spilled (copy-on-write) and whole-chunk zeroes drop them (detach).
+ * Every read must match the model, and so must the disk after flushes at
+ * random points and a reopen. */
+static void test_background_spill_model(void **state)
+{
+  struct fixture *f = *state;
+  const size_t nchunks = 12, size = nchunks * CS;
+  uint8_t *model = calloc(1, size), *buf = malloc(2 * CS);
+  char *err = NULL;
+  unsigned seed = 4242;
+  make_empty_image(f, "e", size);
+  assert_int_equal(store_disk_create(f->s, "d", "image/e", 0, &err), 0);
+  store_disk_t *d = disk_open(f, "disk/d", 4 * CS);
+  for (int op = 0; op < 6000; op++) {
+    int kind = rand_r(&seed) % 10;
+    size_t idx = (size_t)rand_r(&seed) % nchunks;
+    if (kind < 5) {                               /* partial write */
+      size_t len = 1 + (size_t)rand_r(&seed) % (2 * CS - 1);
+      size_t off = idx * CS + (size_t)rand_r(&seed) % CS;
+      if (off + len > size)
+        len = size - off;
+      fill_random(buf, len, &seed);
+      assert_int_equal(store_disk_write(d, buf, len, off, &err), 0);
+      memcpy(model + off, buf, len);
+    } else if (kind < 7) {                        /* whole chunk */
+      fill_random(buf, CS, &seed);
+      assert_int_equal(store_disk_write(d, buf, CS, idx * CS, &err), 0);
+      memcpy(model + idx * CS, buf, CS);
+    } else if (kind == 7) {                       /* zero: whole or part */
+      size_t len = rand_r(&seed) % 2 ? CS : 100;
+      assert_int_equal(store_disk_zero(d, len, idx * CS, &err), 0);
+      memset(model + idx * CS, 0, len);
+    } else if (kind == 8) {
+      assert_int_equal(store_disk_read(d, buf, CS, idx * CS, &err), 0);
+      if (memcmp(buf, model + idx * CS, CS) != 0)
+        fail_msg("op %d: chunk %zu differs from the model", op, idx);
+    } else if (rand_r(&seed) % 50 == 0) {
+      assert_int_equal(store_disk_flush(d, &err), 0);
+    }
+  }
+  check_disk_equals(d, model, size);
+  assert_int_equal(store_disk_flush(d, &err), 0);
+  store_disk_close(d);
+  d = disk_open(f, "disk/d", 0);
+  check_disk_equals(d, model, size);
+  store_disk_close(d);
+  free(model);
+  free(buf);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_random_io_model, setup_small, teardown),
     cmocka_unit_test_setup_teardown(test_page_boundaries, setup_small, teardown),
+    cmocka_unit_test_setup_teardown(test_background_spill_model, setup_small,
+                                    teardown),
     cmocka_unit_test_setup_teardown(test_import_readback, setup_small, teardown),
     cmocka_unit_test_setup_teardown(test_zero_elision, setup_small, teardown),
     cmocka_unit_test_setup_teardown(test_flush_persists_unflushed_lost,
