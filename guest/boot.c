@@ -2,17 +2,23 @@
  * the lane's root disk, and take it down again.
  *
  * Boot order: devtmpfs/proc/sysfs → console log → kernel command line →
- * modules (lanes.order, in dependency order) → wait for the root device →
- * mount it at /newroot → grow the ext4 fs online to the device size → move
- * /dev /proc /sys, switch root (staying PID 1), free the initramfs → devpts,
- * /dev/shm, /tmp, /run, hostname, lo up. A missing root device or a root
+ * root modules (lanes.order, in dependency order, minus the late ones) →
+ * [child process: late modules — virtio_console, virtio_net chain — loaded
+ * while PID 1 mounts root, which mostly waits on the host] → wait for the
+ * root device → mount it at /newroot → grow the ext4 fs online to the
+ * device size → move /dev /proc /sys, switch root (staying PID 1), free the
+ * initramfs → devpts, /dev/shm, /tmp, /run, hostname, lo up → open the
+ * control port → reap the module child (eth0 exists before CONFIGURE).
+ * virtio_pci loads only when the PCI bus has devices (never on microvm).
+ * With lanes.debug each step is logged with the guest's boot time in ms. A missing root device or a root
  * that does not mount powers the VM off at once so the host sees a failure
  * instead of a hang. Everything else that fails is logged and boot goes on.
  *
  * Shutdown: SIGTERM everyone, wait up to 2 s, SIGKILL, sync, remount /
  * read-only, then reboot(2). PID 1 must never exit.
  *
- * Threading: single-threaded, runs before and after the agent loop.
+ * Threading: single-threaded, runs before and after the agent loop; the
+ * module child only calls finit_module on fds PID 1 opened for it.
  */
 #include "lane_init.h"
 
@@ -54,6 +60,18 @@ static void sleep_ms(unsigned ms)
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
         ;
+}
+
+/* lanes.debug: log the step just reached with the guest's CLOCK_BOOTTIME in
+ * ms (time since the kernel started), so boot time can be attributed. */
+static void boot_mark(li_ctx_t *ctx, const char *step)
+{
+    if (!ctx->debug)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    li_debug(ctx, "boot %5llu ms: %s", (unsigned long long)ts.tv_sec * 1000u + (unsigned long long)ts.tv_nsec / 1000000u,
+             step);
 }
 
 /* Unrecoverable boot failure: tell the console and power off. */
@@ -137,40 +155,156 @@ static int ends_with(const char *s, const char *suffix)
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
-/* finit_module() every file listed in lanes.order, in order. */
-static void modules_load(li_ctx_t *ctx)
+/* Modules the root mount never needs. lane-init loads them in a child
+ * process while PID 1 mounts the root disk (which mostly waits on the host's
+ * block I/O), so their load and device probe cost is off the boot path.
+ * Everything else in lanes.order (virtio core, virtio_mmio, virtio_blk,
+ * filesystems, ...) loads first, in PID 1. */
+static const char *const late_modules[] = {"virtio_console", "failover", "net_failover", "virtio_net"};
+
+/* virtio_pci and its helpers: only useful on a machine with a PCI bus (q35
+ * in t_boot_raw.sh; lanes run on microvm, which has none). With a bus they
+ * load with the root modules, since the root disk may be virtio-blk-pci. */
+static int is_pci_module(const char *name)
+{
+    return strncmp(name, "virtio_pci", 10) == 0;
+}
+
+static int pci_bus_has_devices(void)
+{
+    DIR *d = opendir("/sys/bus/pci/devices");
+    if (!d)
+        return 0;
+    struct dirent *de;
+    int found = 0;
+    while (!found && (de = readdir(d)))
+        found = de->d_name[0] != '.';
+    closedir(d);
+    return found;
+}
+
+/* Module name of a lanes.order path (basename without .ko[.xz|.zst|.gz]). */
+static void module_name(const char *path, char *name, size_t cap)
+{
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    size_t n = strcspn(b, ".");
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(name, b, n);
+    name[n] = '\0';
+    for (char *c = name; *c; c++)
+        if (*c == '-')
+            *c = '_';
+}
+
+enum { MOD_ROOT, MOD_LATE, MOD_SKIP };
+
+static int module_class(const char *name, int pci)
+{
+    if (is_pci_module(name))
+        return pci ? MOD_ROOT : MOD_SKIP;
+    for (size_t i = 0; i < sizeof(late_modules) / sizeof(late_modules[0]); i++)
+        if (strcmp(name, late_modules[i]) == 0)
+            return MOD_LATE;
+    return MOD_ROOT;
+}
+
+#define MODULES_MAX 64
+
+typedef struct {
+    int fd;
+    int flags;
+    char name[64];
+} module_file_t;
+
+/* Open every file of lanes.order whose class is want, in file order
+ * (dependencies first). Returns how many were opened into mods. */
+static int modules_open(li_ctx_t *ctx, int want, int pci, module_file_t *mods, int max)
 {
     FILE *fp = fopen(MODULES_ORDER, "re");
     if (!fp) {
         li_debug(ctx, "no %s: %m", MODULES_ORDER);
-        return;
+        return 0;
     }
     char *line = NULL;
     size_t cap = 0;
-    int loaded = 0;
-    while (getline(&line, &cap, fp) > 0) {
+    int n = 0;
+    while (n < max && getline(&line, &cap, fp) > 0) {
         line[strcspn(line, "\r\n")] = '\0';
         if (!line[0] || line[0] == '#')
             continue;
-        int fd = open(line, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
+        module_file_t *m = &mods[n];
+        module_name(line, m->name, sizeof(m->name));
+        if (module_class(m->name, pci) != want)
+            continue;
+        m->fd = open(line, O_RDONLY | O_CLOEXEC);
+        if (m->fd < 0) {
             li_log(ctx, "module %s: %m", line);
             continue;
         }
-        int flags = ends_with(line, ".xz") || ends_with(line, ".zst") || ends_with(line, ".gz")
-                        ? MODULE_INIT_COMPRESSED_FILE
-                        : 0;
-        if (syscall(SYS_finit_module, fd, "", flags) < 0 && errno != EEXIST)
-            li_log(ctx, "load module %s: %m", line);
-        else
-            loaded++;
-        close(fd);
+        m->flags = ends_with(line, ".xz") || ends_with(line, ".zst") || ends_with(line, ".gz")
+                       ? MODULE_INIT_COMPRESSED_FILE
+                       : 0;
+        n++;
     }
     free(line);
     fclose(fp);
-    li_debug(ctx, "%d modules loaded", loaded);
+    return n;
 }
 
+/* finit_module() the opened files in order and close them. */
+static int modules_load(li_ctx_t *ctx, module_file_t *mods, int n)
+{
+    int loaded = 0;
+    for (int i = 0; i < n; i++) {
+        if (syscall(SYS_finit_module, mods[i].fd, "", mods[i].flags) < 0 && errno != EEXIST)
+            li_log(ctx, "load module %s: %m", mods[i].name);
+        else
+            loaded++;
+        close(mods[i].fd);
+        boot_mark(ctx, mods[i].name);
+    }
+    return loaded;
+}
+
+/* Load the late modules in a child process; returns its pid (or -1 after
+ * loading them inline when fork fails). The files are opened here, before
+ * the fork, so the child does not care when PID 1 deletes the initramfs;
+ * PID 1 reaps the child before it starts serving the agent. */
+static pid_t modules_load_late_start(li_ctx_t *ctx)
+{
+    module_file_t mods[MODULES_MAX];
+    int n = modules_open(ctx, MOD_LATE, 0, mods, MODULES_MAX);
+    if (n == 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        int k = modules_load(ctx, mods, n);
+        li_debug(ctx, "%d late modules loaded", k);
+        _exit(0);
+    }
+    if (pid < 0) {
+        li_log(ctx, "fork for module loading: %m; loading inline");
+        modules_load(ctx, mods, n);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        close(mods[i].fd);
+    return pid;
+}
+
+static void modules_load_late_wait(pid_t pid)
+{
+    if (pid <= 0)
+        return;
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+}
+
+/* Wait for a path to exist: stat every 2 ms (the device nodes appear within
+ * a few ms of their driver loading; a longer poll interval would be paid on
+ * every boot). */
 static int wait_for_path(const char *path, int wait_ms)
 {
     struct stat st;
@@ -178,7 +312,7 @@ static int wait_for_path(const char *path, int wait_ms)
     while (stat(path, &st) < 0) {
         if (li_now_ms() >= end)
             return -ENOENT;
-        sleep_ms(10);
+        sleep_ms(2);
     }
     return 0;
 }
@@ -338,15 +472,22 @@ int boot_pid1(li_ctx_t *ctx)
     mount_fs(ctx, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     mount_fs(ctx, "sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     cmdline_parse(ctx);
+    boot_mark(ctx, "init");
     li_debug(ctx, "starting (root %s, %s)", ctx->root_dev, ctx->root_fstype);
     reboot(RB_DISABLE_CAD); /* ctrl-alt-del → SIGINT to us */
 
-    modules_load(ctx);
+    int pci = pci_bus_has_devices();
+    module_file_t mods[MODULES_MAX];
+    int n = modules_open(ctx, MOD_ROOT, pci, mods, MODULES_MAX);
+    n = modules_load(ctx, mods, n);
+    li_debug(ctx, "%d root modules loaded%s", n, pci ? " (PCI bus present)" : "");
+    pid_t late = modules_load_late_start(ctx);
     if (wait_for_path(ctx->root_dev, ROOT_WAIT_MS) < 0) {
         char msg[320];
         snprintf(msg, sizeof(msg), "root device %s did not appear", ctx->root_dev);
         boot_fatal(ctx, msg);
     }
+    boot_mark(ctx, "root device present");
     mkdir_p1(NEWROOT, 0755);
     if (mount(ctx->root_dev, NEWROOT, ctx->root_fstype, 0, NULL) < 0) {
         char msg[400];
@@ -354,14 +495,22 @@ int boot_pid1(li_ctx_t *ctx)
                  strerror(errno));
         boot_fatal(ctx, msg);
     }
+    boot_mark(ctx, "root mounted");
     rootfs_grow(ctx);
+    boot_mark(ctx, "root grown");
     root_switch(ctx);
+    boot_mark(ctx, "root switched");
     system_setup(ctx);
+    boot_mark(ctx, "system set up");
 
     int fd = boot_open_port(ctx, PORT_WAIT_MS);
     if (fd < 0)
         boot_fatal(ctx, "control port " LP_PORT_NAME " not found");
     ctx->port_fd = fd;
+    boot_mark(ctx, "control port open");
+    /* eth0 must exist before the host's CONFIGURE */
+    modules_load_late_wait(late);
+    boot_mark(ctx, "late modules loaded");
     return 0;
 }
 
@@ -407,7 +556,7 @@ int boot_open_port(li_ctx_t *ctx, int wait_ms)
             li_log(ctx, "open control port: %s", strerror(-fd));
             return fd;
         }
-        sleep_ms(20);
+        sleep_ms(2); /* see wait_for_path */
     }
     return fd;
 }

@@ -1,8 +1,9 @@
 /* vm.c — per-lane processes: nbdkit serving the root disk, QEMU running the
  * guest, and the agent channel to lane-init.
  *
- * Boot:  booting → [resolve kernel+initramfs once] → spawn nbdkit → wait for
- *        its socket → spawn QEMU → agent handshake → running.
+ * Boot:  booting → [resolve kernel+initramfs once] → spawn nbdkit (and, in
+ *        parallel, set up the lane network: netns, TAP, netmed) → wait for
+ *        its socket and the TAP → spawn QEMU → agent handshake → running.
  * Stop:  stopping → agent shutdown → QEMU exits → nbdkit SIGTERM → stopped;
  *        escalation SIGTERM/SIGKILL on the deadline.
  * Death: QEMU or nbdkit dying unexpectedly fails the lane; the survivor is
@@ -32,6 +33,7 @@
 #include <unistd.h>
 
 #define NBD_SOCKET_WAIT_MS 15000
+#define NBD_POLL_MS 5 /* nbd.sock poll interval: paid once per boot (lanes without network) */
 #define KILL_GRACE_MS 3000
 
 static void lane_teardown_step(lane_rt_t *l);
@@ -760,16 +762,19 @@ static void on_nbd_socket_poll(uv_timer_t *t)
     snprintf(path, sizeof(path), "%s/nbd.sock", l->dir);
     struct stat st;
     if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
-        lane_spawn_qemu(l);
+        /* nbdkit starts in parallel with the network setup (boot time):
+         * QEMU needs both, so whichever finishes last spawns it. */
+        if (l->qemu.pid <= 0 && (!l->network || l->tap_fd >= 0))
+            lane_spawn_qemu(l);
         return;
     }
-    l->nbd_wait_ms += 20;
+    l->nbd_wait_ms += NBD_POLL_MS;
     if (l->nbd_wait_ms > NBD_SOCKET_WAIT_MS) {
         lane_fail(l, "nbdkit did not create its socket within %d s (see %s/nbdkit.log)", NBD_SOCKET_WAIT_MS / 1000,
                   l->dir);
         return;
     }
-    uv_timer_start(&l->tick, on_nbd_socket_poll, 20, 0);
+    uv_timer_start(&l->tick, on_nbd_socket_poll, NBD_POLL_MS, 0);
 }
 
 /* Testing knob LANES_NBDKIT_FILTERS (fault-injection tests only): words
@@ -844,7 +849,7 @@ static void lane_spawn_nbdkit(lane_rt_t *l)
     }
     db_lane_update(d, l);
     l->nbd_wait_ms = 0;
-    uv_timer_start(&l->tick, on_nbd_socket_poll, 20, 0);
+    uv_timer_start(&l->tick, on_nbd_socket_poll, NBD_POLL_MS, 0);
 }
 
 /* Build QEMU's argv. Returns the count; strings live in buf. */
@@ -972,7 +977,13 @@ static void on_net_ready(lane_rt_t *l, int err, const char *msg)
         lane_fail(l, "%s", msg ? msg : strerror(-err));
         return;
     }
-    lane_spawn_nbdkit(l);
+    /* nbdkit was started with the network setup; if its socket is already
+     * there, QEMU starts now, else on_nbd_socket_poll starts it. */
+    char path[700];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/nbd.sock", l->dir);
+    if (l->qemu.pid <= 0 && stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        lane_spawn_qemu(l);
 }
 
 static void lane_boot_continue(lane_rt_t *l)
@@ -980,13 +991,15 @@ static void lane_boot_continue(lane_rt_t *l)
     l->waiting_artifacts = 0;
     if (l->state != LANE_BOOTING || l->teardown)
         return;
-    if (l->network) {
+    /* Boot time: nbdkit starts at once, in parallel with the network setup
+     * (namespace, TAP, netmed: ~100 ms of helper processes); only QEMU
+     * needs the TAP. */
+    lane_spawn_nbdkit(l);
+    if (l->network && l->state == LANE_BOOTING && !l->teardown) {
         int r = net_lane_start(l, on_net_ready);
         if (r < 0)
             lane_fail(l, "network setup: %s", strerror(-r));
-        return;
     }
-    lane_spawn_nbdkit(l);
 }
 
 /* ---- boot artifacts (kernel + initramfs), resolved once per lanesd ------------------------ */
