@@ -256,7 +256,16 @@ static void net_job_step(net_job_t *j)
     net_netns_name(l, ns, sizeof(ns));
     static const proc_run_callbacks_t cbs = {on_net_line, on_net_exit};
     if (j->step == 0) {
-        /* a namespace left by a crash would make setup fail: remove it */
+        /* a namespace left by a crash would make setup fail: remove it.
+         * Boot time: `ip netns` keeps names in /run/netns; when there is none
+         * to remove, skip the helper process (it is on the boot path). */
+        char nsfile[128];
+        snprintf(nsfile, sizeof(nsfile), "/run/netns/%s", ns);
+        if (access(nsfile, F_OK) < 0 && errno == ENOENT) {
+            j->step = 1;
+            net_job_step(j);
+            return;
+        }
         char *argv[] = {bin, "teardown-netns", ns, NULL};
         if (proc_run_start(d->loop, argv, NULL, &cbs, j, NULL) < 0) {
             j->step = 1;
@@ -287,6 +296,14 @@ static void net_job_step(net_job_t *j)
         net_job_finish(j, r, msg);
         return;
     }
+    /* Boot time: open the TAP now, so QEMU can start while netmed comes up
+     * (vm.c spawns QEMU once l->tap_fd is open and holds the guest's
+     * CONFIGURE until this job is done). */
+    r = net_open_tap(l, msg, sizeof(msg));
+    if (r < 0) {
+        net_job_finish(j, r, msg);
+        return;
+    }
     r = net_spawn_netmed(l, msg, sizeof(msg));
     if (r < 0) {
         net_job_finish(j, r, msg);
@@ -314,9 +331,7 @@ static void on_netmed_socket_poll(uv_timer_t *t)
     struct stat st;
     if (stat(sock, &st) == 0 && S_ISSOCK(st.st_mode)) {
         l->net_job = NULL;
-        char msg[512] = "";
-        int r = net_open_tap(l, msg, sizeof(msg));
-        net_job_finish(j, r, r < 0 ? msg : NULL);
+        net_job_finish(j, 0, NULL); /* the TAP was opened before netmed */
         return;
     }
     if (l->netmed.pid <= 0) {

@@ -673,9 +673,11 @@ static void on_agent_ready(agent_t *a, const agent_hello_t *hello, void *ud)
     l->hello = *hello;
     if (l->network) {
         /* Network, resolver, CA and secret placeholders first: an exec must
-         * never run in a half-configured lane. */
+         * never run in a half-configured lane. While netmed is still
+         * starting (l->net_job), on_net_ready sends the CONFIGURE. */
         l->configuring = 1;
-        vm_lane_configure(l);
+        if (!l->net_job)
+            vm_lane_configure(l);
         return;
     }
     lane_agent_ready_final(l, hello);
@@ -763,9 +765,15 @@ static void on_nbd_socket_poll(uv_timer_t *t)
     struct stat st;
     if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
         /* nbdkit starts in parallel with the network setup (boot time):
-         * QEMU needs both, so whichever finishes last spawns it. */
-        if (l->qemu.pid <= 0 && (!l->network || l->tap_fd >= 0))
+         * QEMU needs the socket and the TAP (net.c opens it before netmed
+         * is up); keep polling for the TAP, uncounted, until it is open. */
+        if (l->qemu.pid > 0)
+            return;
+        if (!l->network || l->tap_fd >= 0) {
             lane_spawn_qemu(l);
+            return;
+        }
+        uv_timer_start(&l->tick, on_nbd_socket_poll, NBD_POLL_MS, 0);
         return;
     }
     l->nbd_wait_ms += NBD_POLL_MS;
@@ -977,13 +985,16 @@ static void on_net_ready(lane_rt_t *l, int err, const char *msg)
         lane_fail(l, "%s", msg ? msg : strerror(-err));
         return;
     }
-    /* nbdkit was started with the network setup; if its socket is already
-     * there, QEMU starts now, else on_nbd_socket_poll starts it. */
+    /* netmed listens now. QEMU was normally started by on_nbd_socket_poll
+     * as soon as the TAP was open; if the guest's HELLO came before this,
+     * its CONFIGURE was held back (on_agent_ready): send it now. */
     char path[700];
     struct stat st;
     snprintf(path, sizeof(path), "%s/nbd.sock", l->dir);
-    if (l->qemu.pid <= 0 && stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+    if (l->qemu.pid <= 0 && l->tap_fd >= 0 && stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
         lane_spawn_qemu(l);
+    if (l->configuring && l->agent && agent_is_ready(l->agent))
+        vm_lane_configure(l);
 }
 
 static void lane_boot_continue(lane_rt_t *l)
@@ -1112,6 +1123,7 @@ int vm_lane_boot(lane_rt_t *l, char *msg, size_t msglen)
         return r;
     }
     snprintf(l->accel, sizeof(l->accel), "%s", d->accel);
+    l->configuring = 0; /* on_net_ready must not act on a previous boot's handshake */
     l->boot_started_ms = util_now_ms();
     l->reason[0] = '\0';
     vm_lane_set_state(l, LANE_EV_BOOT, NULL);
