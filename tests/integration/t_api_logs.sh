@@ -17,7 +17,7 @@ lc boot lg >/dev/null
 
 log "whole log"
 lc logs lg >"$T/console.txt"
-grep -q "lane-init: starting" "$T/console.txt" || fail "console log lacks lane-init's boot lines: $(head -c 400 "$T/console.txt")"
+grep -q "lane-init: ready" "$T/console.txt" || fail "console log lacks lane-init's ready line: $(head -c 400 "$T/console.txt")"
 cmp -s "$T/console.txt" "$LANES_STATE/lanes/$(lc inspect lg | json_field id)/console.log" \
     || [ "$(wc -c <"$T/console.txt")" -gt 0 ] || fail "console log differs from the file"
 lc logs --source nbdkit lg >"$T/nbdkit.txt"
