@@ -72,7 +72,9 @@ PY
 
 fds() { ls "/proc/$LANESD_PID/fd" | wc -l; }
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$LANESD_PID/status"; }
-guest_procs() { lc exec lk -- sh -c 'n=0; for p in /proc/[0-9]*; do n=$((n+1)); done; echo $n'; }
+# User-space processes only: kernel threads (empty cmdline, e.g. kworkers)
+# come and go on their own and say nothing about leaked execs.
+guest_procs() { lc exec lk -- sh -c 'n=0; for p in /proc/[0-9]*; do [ -s "$p/cmdline" ] && n=$((n+1)); done; echo $n'; }
 
 log "warm-up"
 python3 "$T/load.py" "$LANES_SOCKET" 10 5 || fail "warm-up load failed"
