@@ -2,8 +2,9 @@
  *
  * Layout: STORE/objects/<2 hex>/<62 hex> holds the object whose SHA-256 is
  * the 64 hex digits.  New objects are written as anonymous O_TMPFILEs in
- * their fan-out directory and linked in when complete (fallback: a named
- * "<2 hex>/.tmp-PID-SEQ" file renamed into place).
+ * their fan-out directory and linked in when complete (linkat of the fd
+ * with AT_EMPTY_PATH where allowed, else through /proc/self/fd; fallback: a
+ * named "<2 hex>/.tmp-PID-SEQ" file renamed into place).
  *
  * Invariants:
  *   - An object file appears under its final name only by linkat()/rename()
@@ -56,6 +57,7 @@ struct local_be {
   uint8_t dirty_dirs[256 / 8];   /* fsync mode: subdirs with new entries */
   int have_dirty;                /* syncfs mode: any put since last sync */
   atomic_uint_fast64_t tmp_seq;
+  atomic_int no_empty_path;      /* linkat(AT_EMPTY_PATH) refused once */
 };
 
 static int local_mkdir(int dirfd, const char *name)
@@ -211,9 +213,22 @@ static int local_put_tmpfile(struct local_be *be, const char *dir,
     r = -errno;
   if (r == 0) {
     char proc[64], target[STORE_ID_HEX_LEN + 2];
-    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
     snprintf(target, sizeof target, "%s/%s", dir, name);
-    if (linkat(AT_FDCWD, proc, be->objfd, target, AT_SYMLINK_FOLLOW) == -1 &&
+    /* Linking the fd itself needs CAP_DAC_READ_SEARCH (without it: ENOENT)
+     * but saves the /proc path walk; remember a refusal. */
+    int done = 0;
+    if (!atomic_load(&be->no_empty_path)) {
+      if (linkat(fd, "", be->objfd, target, AT_EMPTY_PATH) == 0 ||
+          errno == EEXIST)
+        done = 1;
+      else if (errno == ENOENT || errno == EPERM || errno == EINVAL)
+        atomic_store(&be->no_empty_path, 1);
+      else
+        r = -errno;
+    }
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    if (r == 0 && !done &&
+        linkat(AT_FDCWD, proc, be->objfd, target, AT_SYMLINK_FOLLOW) == -1 &&
         errno != EEXIST)   /* EEXIST: another writer stored it meanwhile */
       r = errno == ENOENT ? -EOPNOTSUPP : -errno;
   }
