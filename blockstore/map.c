@@ -216,8 +216,8 @@ int map_get(map_t *m, uint64_t idx, store_id_t *out, char **err)
 
 int map_set(map_t *m, uint64_t idx, const store_id_t *id, char **err)
 {
-  struct mnode *leaf;
-  unsigned zl;
+  struct mnode *leaf = NULL;
+  unsigned zl = 0;
   if (idx >= m->nchunks)
     return store_err(err, EINVAL, "chunk %llu beyond map end",
                      (unsigned long long)idx);

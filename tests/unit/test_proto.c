@@ -65,7 +65,7 @@ static void test_roundtrip(void **state)
     assert_int_equal(frame[4], 0x01);
     assert_int_equal(frame[7], 0x80);
 
-    lp_frame_t f;
+    lp_frame_t f = {0};
     size_t used = 0;
     assert_int_equal(parse_exact(frame, n, &f, &used), 1);
     assert_int_equal(used, n);
@@ -111,7 +111,7 @@ static void test_two_frames_back_to_back(void **state)
     uint8_t buf[64];
     size_t a = build_frame(buf, LP_PING, 0, (const uint8_t *)"xy", 2);
     size_t b = build_frame(buf + a, LP_PONG, 5, NULL, 0);
-    lp_frame_t f;
+    lp_frame_t f = {0};
     size_t used;
     assert_int_equal(parse_exact(buf, a + b, &f, &used), 1);
     assert_int_equal(used, a);
@@ -134,14 +134,14 @@ static void test_truncated_every_length(void **state)
         memset(payload, 0xA5, plen);
         size_t n = build_frame(frame, LP_STDOUT, 3, payload, plen);
         for (size_t avail = 0; avail < n; avail++) {
-            lp_frame_t f;
+            lp_frame_t f = {0};
             size_t used = 12345;
             if (plen == LP_MAX_PAYLOAD && avail > 64 && avail < n - 64)
                 avail = n - 64; /* the middle of a big payload is uninteresting */
             assert_int_equal(parse_exact(frame, avail, &f, &used), 0);
             assert_int_equal(used, 12345); /* untouched when incomplete */
         }
-        lp_frame_t f;
+        lp_frame_t f = {0};
         size_t used;
         assert_int_equal(parse_exact(frame, n, &f, &used), 1);
         assert_int_equal(used, n);
@@ -176,12 +176,12 @@ static void test_bad_headers(void **state)
         build_frame(h, LP_PING, 0, (const uint8_t *)"abcd", 4);
         h[cases[i].offset] = cases[i].value;
         for (size_t avail = cases[i].min_avail; avail <= sizeof(h); avail++) {
-            lp_frame_t f;
+            lp_frame_t f = {0};
             size_t used;
             assert_int_equal(parse_exact(h, avail, &f, &used), cases[i].want);
         }
         for (size_t avail = 0; avail < cases[i].min_avail; avail++) {
-            lp_frame_t f;
+            lp_frame_t f = {0};
             size_t used;
             assert_int_equal(parse_exact(h, avail, &f, &used), 0);
         }
@@ -195,7 +195,7 @@ static void test_oversized_length(void **state)
     assert_int_equal(lp_hdr_encode(h, LP_DATA, 1, LP_MAX_PAYLOAD + 1), -EMSGSIZE);
     assert_int_equal(lp_hdr_encode(h, LP_DATA, 1, UINT32_MAX), -EMSGSIZE);
     assert_int_equal(lp_hdr_encode(h, LP_DATA, 1, LP_MAX_PAYLOAD), 0);
-    lp_frame_t f;
+    lp_frame_t f = {0};
     size_t used;
     assert_int_equal(parse_exact(h, sizeof(h), &f, &used), 0); /* max is legal, just incomplete */
     lp_put_le32(h + 8, LP_MAX_PAYLOAD + 1);
@@ -357,7 +357,7 @@ static void test_resync_recovers_frame(void **state)
     size_t off = 0;
     int found = 0;
     while (off < n) {
-        lp_frame_t f;
+        lp_frame_t f = {0};
         size_t used;
         int r = parse_exact(buf + off, n - off, &f, &used);
         if (r == 1) {
@@ -406,7 +406,7 @@ static void test_random_input(void **state)
             if (n >= LP_HDR_SIZE)
                 lp_put_le32(b + 8, b[8] % 80);
         }
-        lp_frame_t f;
+        lp_frame_t f = {0};
         size_t used = 0;
         int r = lp_frame_parse(b, n, &f, &used);
         assert_true(r == 0 || r == 1 || r == -EPROTO || r == -EMSGSIZE);
