@@ -1367,7 +1367,8 @@ int store_lease_check(store_t *s, const char *ref, const char *holder,
   s3_lease_t l;
   int r = s3_lease_read(be->cli, key, &l, err);
   free(key);
-  if (r == -ENOENT) {
+  if (r == -ENOENT || r == -EBADMSG) {
+    /* no lease, or an unreadable one nobody can be holding: free to take */
     if (err) {
       free(*err);
       *err = NULL;

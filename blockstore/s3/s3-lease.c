@@ -92,8 +92,13 @@ int s3_lease_read(s3_client_t *c, const char *key, s3_lease_t *out, char **err)
   s3_lease_t l;
   r = s3_lease_decode(data, len, &l);
   free(data);
-  if (r < 0)
-    return s3_err(err, EBADMSG, "lease %s: not a lanes lease object", key);
+  if (r < 0) {
+    /* Still hand back the ETag: a caller may take an unreadable lease over
+     * conditionally (see s3_lease_acquire). */
+    memset(out, 0, sizeof *out);
+    snprintf(out->etag, sizeof out->etag, "%s", info.etag);
+    return s3_err(err, EBADMSG, "lease %s: not a lanes lease object (%zu bytes)", key, len);
+  }
   snprintf(l.etag, sizeof l.etag, "%s", info.etag);
   *out = l;
   return 0;
@@ -130,7 +135,23 @@ int s3_lease_acquire(s3_client_t *c, const char *key, const char *holder,
   next.expires_ms = now_ms + ttl_ms;
 
   r = s3_lease_read(c, key, &cur, &e);
-  if (r == -ENOENT) {
+  if (r == -EBADMSG) {
+    /* An unreadable lease (e.g. a store that kept a half-written PUT of a
+     * writer killed mid-upload) proves nobody holds the lane: take it over
+     * conditionally on its ETag, like an expired one. Its generation is
+     * lost, so continue from the clock in ms — above any counter reached
+     * by +1 steps — keeping generations monotonic; refs stay fenced by
+     * their own ETags regardless. */
+    free(e);
+    e = NULL;
+    next.generation = now_ms > 0 ? (uint64_t)now_ms : 1;
+    r = lease_write(c, key, &next, cur.etag[0] ? cur.etag : NULL, &e);
+    if (r == -ESTALE || r == -EEXIST) {
+      free(e);
+      return s3_err(err, EBUSY, "lease %s: another host took it over at the "
+                    "same time; not acquired", key);
+    }
+  } else if (r == -ENOENT) {
     free(e);
     e = NULL;
     next.generation = 1;

@@ -61,7 +61,7 @@ wait $NBD_PID 2>/dev/null || true
 log "journal after kill -9: $(find "$T/l/journal/objects" -type f ! -name '.gc-lock' | wc -l) objects"
 serve "$T/l" d1 "$T/l.sock"   # reopen: replays (uploads) the journal
 wait_for 30 sh -c "[ \$(find '$T/l/journal/objects' -type f ! -name .gc-lock | wc -l) = 0 ]" ||
-    fail "journal not drained after restart"
+    fail "journal not drained after restart: $(find "$T/l/journal/objects" -type f ! -name .gc-lock | head -5) -- nbdkit: $(tail -8 "$T/nbdkit.log")"
 kill_wait $NBD_PID
 g1=$(bucket_gen loc d1)
 [ "$g1" -gt "$g0" ] || fail "flushed commit never reached the bucket ($g0 -> $g1)"

@@ -184,6 +184,31 @@ static void test_acquire_expired_takeover(void **state)
   assert_string_equal(hdr(req(f, 5), "If-Match"), "\"lease-etag-6\"");
 }
 
+/* A lease object that is not a lease (here: empty, as a store that keeps a
+ * half-written PUT of a killed writer leaves it) bricks nothing: it is taken
+ * over conditionally on its ETag, with a generation above any +1 counter. */
+static void test_acquire_unreadable_takeover(void **state)
+{
+  struct fx *f = *state;
+  replay_push(f->rp, "lease-empty");
+  replay_push(f->rp, "put-ok");
+  s3_lease_t l;
+  char *err = NULL;
+  assert_int_equal(s3_lease_acquire(f->c, KEY, "host-a", TTL, SKEW, T0, &l, &err), 0);
+  assert_int_equal(l.generation, (uint64_t)T0);
+  const char *put = req(f, 1);
+  assert_string_equal(hdr(put, "If-Match"), "\"lease-etag-empty\"");
+  s3_lease_t w = body_lease(put);
+  assert_string_equal(w.holder, "host-a");
+  assert_int_equal(w.generation, (uint64_t)T0);
+
+  /* losing that race is "busy", not a crash or a silent double holder */
+  replay_push(f->rp, "lease-empty");
+  replay_push(f->rp, "precondition-412");
+  assert_int_equal(s3_lease_acquire(f->c, KEY, "host-c", TTL, SKEW, T0, &l, &err), -EBUSY);
+  free(err);
+}
+
 static void test_renew_release(void **state)
 {
   struct fx *f = *state;
@@ -299,6 +324,7 @@ int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_acquire_new, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_acquire_unreadable_takeover, setup, teardown),
     cmocka_unit_test_setup_teardown(test_acquire_create_race, setup, teardown),
     cmocka_unit_test_setup_teardown(test_acquire_conflict, setup, teardown),
     cmocka_unit_test_setup_teardown(test_acquire_expired_takeover, setup, teardown),
