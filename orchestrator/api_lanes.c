@@ -151,23 +151,14 @@ static void lane_create_finish(lanesd_t *d, lane_create_t *c)
         return;
     }
 
-    lane_rt_t *l = vm_lane_new(d);
+    lane_rt_t *l = vm_lane_new_record(d, c->name, c->image, c->cpus, c->mem, c->disk);
     if (!l) {
         http_req_respond_error(req, 500, "internal", "out of memory");
         return;
     }
-    util_random_hex(l->id, 6);
-    snprintf(l->name, sizeof(l->name), "%s", c->name);
-    snprintf(l->image, sizeof(l->image), "%s", c->image);
-    l->cpus = c->cpus;
-    l->memory_mib = c->mem;
-    l->disk_gib = c->disk;
     l->ttl_s = c->ttl;
     l->idle_timeout_s = c->idle;
     l->network = c->network;
-    l->state = LANE_CREATED;
-    l->created_at = util_now_s();
-    snprintf(l->dir, sizeof(l->dir), "%s/lanes/%s", d->state_dir, l->id);
 
     char ref[128];
     snprintf(ref, sizeof(ref), "image/%s", c->image);

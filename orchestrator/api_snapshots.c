@@ -845,21 +845,18 @@ static void fork_create(snap_op_t *op)
         op_fail(op, 409, "exists");
         return;
     }
-    lane_rt_t *l = vm_lane_new(d);
+    lane_rt_t *l = vm_lane_new_record(d, op->new_name, src->image, src->cpus, src->memory_mib, src->disk_gib);
     if (!l) {
         op->r = -ENOMEM;
         op_fail(op, 500, "internal");
         return;
     }
-    util_random_hex(l->id, 6);
-    snprintf(l->name, sizeof(l->name), "%s", op->new_name);
-    snprintf(l->image, sizeof(l->image), "%s", src->image);
-    l->cpus = src->cpus;
-    l->memory_mib = src->memory_mib;
-    l->disk_gib = src->disk_gib;
-    l->state = LANE_CREATED;
-    l->created_at = util_now_s();
-    snprintf(l->dir, sizeof(l->dir), "%s/lanes/%s", d->state_dir, l->id);
+    /* A fork runs under the same rules as its source: network, policy
+     * (copied below, once the row exists), TTL and idle timeout. Secrets are
+     * not copied: they are granted per lane. */
+    l->network = src->network;
+    l->ttl_s = src->ttl_s;
+    l->idle_timeout_s = src->idle_timeout_s;
     char sref[STORE_REF_NAME_MAX + 1], *err = NULL;
     snprintf(sref, sizeof(sref), "snap/%s/%s", src->id, op->snap);
     int r = store_disk_create(d->store, l->id, sref, 0, &err);
@@ -869,10 +866,16 @@ static void fork_create(snap_op_t *op)
         op_fail(op, r == -ENOENT ? 404 : 500, r == -ENOENT ? "snapshot_not_found" : "store_error");
         return;
     }
-    if (util_mkdir_p(l->dir, 0700) < 0 || db_lane_insert(d, l) < 0) {
+    char *policy = NULL;
+    db_lane_policy_get(d, src->id, &policy);
+    int recorded = util_mkdir_p(l->dir, 0700) == 0 && db_lane_insert(d, l) == 0 &&
+                   (!policy || db_lane_policy_set(d, l->id, policy) == 0);
+    free(policy);
+    if (!recorded) {
         char dref[64];
         snprintf(dref, sizeof(dref), "disk/%s", l->id);
         store_ref_delete(d->store, dref, NULL);
+        db_lane_delete(d, l->id);
         util_rm_rf(l->dir);
         vm_lane_unlink_free(l);
         snprintf(op->msg, sizeof(op->msg), "cannot record lane %s", op->new_name);

@@ -155,6 +155,10 @@ int db_event(lanesd_t *d, const char *lane, const char *kind, const char *detail
 const char *vm_probe_accel(char *why, size_t whylen);
 lane_rt_t *vm_lane_find(lanesd_t *d, const char *name);
 lane_rt_t *vm_lane_new(lanesd_t *d);
+/* A new lane record in state created: fresh id, runtime dir, creation time,
+ * and the given name, image and sizes. NULL on out of memory. */
+lane_rt_t *vm_lane_new_record(lanesd_t *d, const char *name, const char *image, int cpus, int memory_mib,
+                              int disk_gib);
 void vm_lane_unlink_free(lane_rt_t *l);
 json_object *vm_lane_json(const lane_rt_t *l);
 /* Validated, persisted state change; reason may be NULL. Wakes waiters. */

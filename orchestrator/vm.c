@@ -110,6 +110,24 @@ lane_rt_t *vm_lane_new(lanesd_t *d)
     return l;
 }
 
+lane_rt_t *vm_lane_new_record(lanesd_t *d, const char *name, const char *image, int cpus, int memory_mib,
+                              int disk_gib)
+{
+    lane_rt_t *l = vm_lane_new(d);
+    if (!l)
+        return NULL;
+    util_random_hex(l->id, 6);
+    snprintf(l->name, sizeof(l->name), "%s", name);
+    snprintf(l->image, sizeof(l->image), "%s", image);
+    l->cpus = cpus;
+    l->memory_mib = memory_mib;
+    l->disk_gib = disk_gib;
+    l->state = LANE_CREATED;
+    l->created_at = util_now_s();
+    snprintf(l->dir, sizeof(l->dir), "%s/lanes/%s", d->state_dir, l->id);
+    return l;
+}
+
 lane_rt_t *vm_lane_find(lanesd_t *d, const char *name)
 {
     for (lane_rt_t *l = d->lanes; l; l = l->next)

@@ -18,7 +18,8 @@ STORE_CLI="$LANES_BUILD/bin/lanes-store --store $LANES_STATE/store"
 
 jq_py() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
-lc create l1 --image minimal --memory 256 --disk 1 >/dev/null
+printf '{"dns":{"mode":"synthetic"},"allow":[{"host":"pkgs.lanes.test","ports":[443]}]}' >"$T/pol.json"
+lc create l1 --image minimal --memory 256 --disk 1 --idle-timeout 3600 --policy "$T/pol.json" >/dev/null
 lc boot l1 >/dev/null
 L1=$(lc inspect l1 | json_field id)
 
@@ -47,6 +48,12 @@ rm -f "$T/s1.raw"
 log "fork l1@s1 -> f1 and fork l1 (current state) -> f2"
 lc fork l1@s1 f1 >/dev/null
 lc fork l1 f2 >/dev/null
+log "forks keep the source's network, policy and idle timeout"
+for f in f1 f2; do
+    [ "$(lc inspect $f | json_field network)" = mediated ] || fail "$f lost the network"
+    [ "$(lc inspect $f | json_field idle_timeout_s)" = 3600 ] || fail "$f lost the idle timeout"
+    lc policy get $f | grep -q pkgs.lanes.test || fail "$f lost the policy: $(lc policy get $f)"
+done
 lc boot f1 >/dev/null
 [ "$(lc exec f1 -- cat /root/m)" = one ] || fail "f1 does not start from s1"
 lc exec f1 -- sh -c 'echo fork > /root/m && sync'
