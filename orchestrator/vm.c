@@ -17,6 +17,8 @@
  * pidfd_send_signal, so a recycled pid is never hit.
  */
 #include "lanesd.h"
+
+#include "accel.h"
 #include "proc.h"
 
 #include <errno.h>
@@ -49,34 +51,7 @@ const char *vm_probe_accel(char *why, size_t whylen)
         snprintf(why, whylen, "forced by LANES_ACCEL=%s", force);
         return strcmp(force, "kvm") == 0 ? "kvm" : "tcg";
     }
-    int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(why, whylen, "/dev/kvm: %s", strerror(errno));
-        return "tcg";
-    }
-    close(fd);
-    /* /dev/kvm opening is not enough: a nested paravirtual KVM (kvm_pvm)
-     * accepts KVM_CREATE_VM but cannot run a normal guest kernel. Real
-     * hardware virtualization shows vmx/svm in the CPU flags. */
-    FILE *f = fopen("/proc/cpuinfo", "re");
-    int hw = 0;
-    if (f) {
-        char line[8192];
-        while (fgets(line, sizeof(line), f)) {
-            if (strncmp(line, "flags", 5) != 0)
-                continue;
-            if (strstr(line, " vmx") || strstr(line, " svm"))
-                hw = 1;
-            break;
-        }
-        fclose(f);
-    }
-    if (!hw) {
-        snprintf(why, whylen, "/dev/kvm present but the CPU has no vmx/svm flag (paravirtual KVM cannot boot lanes)");
-        return "tcg";
-    }
-    snprintf(why, whylen, "/dev/kvm usable and CPU has hardware virtualization");
-    return "kvm";
+    return accel_probe_kvm(why, whylen) ? "kvm" : "tcg";
 }
 
 /* ---- lane objects --------------------------------------------------------------- */

@@ -2,7 +2,7 @@
  *
  * One line per check, "OK", "WARN" or "FAIL", with a fix hint under every
  * WARN/FAIL: accelerator (KVM usable: /dev/kvm opens read-write and the CPU
- * shows vmx/svm — the same probe as lanesd's vm_probe_accel), QEMU, nbdkit
+ * shows vmx/svm — common/accel.c, the probe lanesd uses), QEMU, nbdkit
  * and the laneslocal plugin next to lanectl (nbdkit --dump-plugin),
  * nftables, network namespaces (`ip netns`, root or user namespaces), free
  * space in the state directory and in LANES_CACHE, lanesd reachable.
@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "accel.h"
 #include "client.h"
 #include "lanectl.h"
 
@@ -107,30 +108,11 @@ static void check_accel(doctor_t *d)
     const char *hint = "enable VT-x/AMD-V in firmware or nested virtualization on the VM host, load kvm_intel "
                        "or kvm_amd, and give this user rw on /dev/kvm (group kvm); lanes still run under TCG, "
                        "much slower";
-    int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-    if (fd < 0) {
-        report(d, "WARN", "accelerator", hint, "no KVM (/dev/kvm: %s): lanes boot under TCG emulation",
-               strerror(errno));
-        return;
-    }
-    close(fd);
-    FILE *f = fopen("/proc/cpuinfo", "re");
-    int hw = 0;
-    if (f) {
-        char line[8192];
-        while (fgets(line, sizeof(line), f)) {
-            if (strncmp(line, "flags", 5) != 0)
-                continue;
-            hw = strstr(line, " vmx") || strstr(line, " svm");
-            break;
-        }
-        fclose(f);
-    }
-    if (!hw)
-        report(d, "WARN", "accelerator", hint,
-               "/dev/kvm opens but the CPU has no vmx/svm flag (paravirtual KVM): lanes use TCG");
+    char why[256];
+    if (accel_probe_kvm(why, sizeof(why)))
+        report(d, "OK", "accelerator", NULL, "kvm (%s)", why);
     else
-        report(d, "OK", "accelerator", NULL, "kvm (/dev/kvm usable, hardware virtualization)");
+        report(d, "WARN", "accelerator", hint, "no KVM: %s; lanes boot under TCG emulation", why);
 }
 
 static void check_tools(doctor_t *d)
