@@ -25,6 +25,8 @@
  */
 #include "lanesd.h"
 
+#include "api_stream.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,8 +60,7 @@ typedef struct {
     archive_op_t op;
     char path[4096];
     /* upload */
-    uint8_t *pending;
-    size_t pending_len, pending_off;
+    body_pump_t pump;
     int body_done, stdin_closed;
     /* download */
     int begun;
@@ -73,22 +74,9 @@ typedef struct {
     size_t err_len;
 } archive_t;
 
-static int path_ok(http_req_t *req, const char *path)
-{
-    if (!path || path[0] != '/') {
-        http_req_respond_error(req, 400, "invalid", "query parameter 'path' must be an absolute guest path");
-        return 0;
-    }
-    if (strlen(path) >= 4096) {
-        http_req_respond_error(req, 400, "invalid", "path too long");
-        return 0;
-    }
-    return 1;
-}
-
 static void archive_free(archive_t *a)
 {
-    free(a->pending);
+    body_pump_free(&a->pump);
     free(a->out);
     free(a);
 }
@@ -192,19 +180,15 @@ static void respond_stat_list(archive_t *a)
 
 /* ---- exec callbacks --------------------------------------------------------------------- */
 
+static ssize_t stdin_sink_write(void *sink, const uint8_t *data, size_t len)
+{
+    return agent_exec_write_stdin(sink, data, len);
+}
+
 static void archive_pump_stdin(archive_t *a)
 {
-    while (a->x && a->pending_off < a->pending_len) {
-        ssize_t n = agent_exec_write_stdin(a->x, a->pending + a->pending_off, a->pending_len - a->pending_off);
-        if (n <= 0)
-            break;
-        a->pending_off += (size_t)n;
-    }
-    if (!a->x || a->pending_off < a->pending_len)
+    if (!a->x || !body_pump_drain(&a->pump, stdin_sink_write, a->x))
         return;
-    free(a->pending);
-    a->pending = NULL;
-    a->pending_len = a->pending_off = 0;
     if (a->body_done) {
         if (!a->stdin_closed) {
             a->stdin_closed = 1;
@@ -318,30 +302,8 @@ static void on_x_exit(agent_exec_t *x, const agent_exit_t *e, void *ud)
 static void on_put_data(http_req_t *req, const uint8_t *data, size_t len, void *ud)
 {
     archive_t *a = ud;
-    if (!a->x || !len)
-        return;
-    size_t off = 0;
-    if (a->pending_len == 0) {
-        ssize_t n = agent_exec_write_stdin(a->x, data, len);
-        if (n > 0)
-            off = (size_t)n;
-    }
-    if (off == len)
-        return;
-    size_t keep = a->pending_len - a->pending_off, rest = len - off;
-    uint8_t *buf = malloc(keep + rest);
-    if (!buf) {
+    if (a->x && len && body_pump_offer(&a->pump, req, data, len, stdin_sink_write, a->x) < 0)
         agent_exec_cancel(a->x);
-        return;
-    }
-    if (keep)
-        memcpy(buf, a->pending + a->pending_off, keep);
-    memcpy(buf + keep, data + off, rest);
-    free(a->pending);
-    a->pending = buf;
-    a->pending_len = keep + rest;
-    a->pending_off = 0;
-    http_req_body_pause(req);
 }
 
 static void on_put_end(http_req_t *req, void *ud)
@@ -373,7 +335,7 @@ static void archive_start(http_req_t *req, lanesd_t *d, archive_op_t op)
     if (!l)
         return;
     const char *path = http_req_query(req, "path");
-    if (!path_ok(req, path))
+    if (!api_guest_path_ok(req, path))
         return;
     archive_t *a = calloc(1, sizeof(*a));
     if (!a) {

@@ -11,6 +11,8 @@
  */
 #include "lanesd.h"
 
+#include "api_stream.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,8 +26,7 @@ typedef struct {
     http_req_t *req;
     agent_xfer_t *x;
     /* upload */
-    uint8_t *pending;
-    size_t pending_len, pending_off;
+    body_pump_t pump;
     int body_done;
     int finished;
     /* download */
@@ -62,34 +63,17 @@ static const char *errno_code(int err)
     }
 }
 
-static int path_ok(http_req_t *req, const char *path)
-{
-    if (!path || path[0] != '/') {
-        http_req_respond_error(req, 400, "invalid", "query parameter 'path' must be an absolute guest path");
-        return 0;
-    }
-    if (strlen(path) >= 4096) {
-        http_req_respond_error(req, 400, "invalid", "path too long");
-        return 0;
-    }
-    return 1;
-}
-
 /* ---- upload ------------------------------------------------------------------------------- */
+
+static ssize_t xfer_sink_write(void *sink, const uint8_t *data, size_t len)
+{
+    return agent_xfer_write(sink, data, len);
+}
 
 static void put_pump(file_xfer_t *f)
 {
-    while (f->x && f->pending_off < f->pending_len) {
-        ssize_t n = agent_xfer_write(f->x, f->pending + f->pending_off, f->pending_len - f->pending_off);
-        if (n <= 0)
-            break;
-        f->pending_off += (size_t)n;
-    }
-    if (!f->x || f->pending_off < f->pending_len)
+    if (!f->x || !body_pump_drain(&f->pump, xfer_sink_write, f->x))
         return;
-    free(f->pending);
-    f->pending = NULL;
-    f->pending_len = f->pending_off = 0;
     if (f->body_done) {
         if (!f->finished) {
             f->finished = 1;
@@ -103,30 +87,8 @@ static void put_pump(file_xfer_t *f)
 static void on_put_data(http_req_t *req, const uint8_t *data, size_t len, void *ud)
 {
     file_xfer_t *f = ud;
-    if (!f->x || !len)
-        return;
-    size_t off = 0;
-    if (f->pending_len == 0) {
-        ssize_t n = agent_xfer_write(f->x, data, len);
-        if (n > 0)
-            off = (size_t)n;
-    }
-    if (off == len)
-        return;
-    size_t keep = f->pending_len - f->pending_off, rest = len - off;
-    uint8_t *buf = malloc(keep + rest);
-    if (!buf) {
+    if (f->x && len && body_pump_offer(&f->pump, req, data, len, xfer_sink_write, f->x) < 0)
         agent_xfer_cancel(f->x);
-        return;
-    }
-    if (keep)
-        memcpy(buf, f->pending + f->pending_off, keep);
-    memcpy(buf + keep, data + off, rest);
-    free(f->pending);
-    f->pending = buf;
-    f->pending_len = keep + rest;
-    f->pending_off = 0;
-    http_req_body_pause(req);
 }
 
 static void on_put_end(http_req_t *req, void *ud)
@@ -167,7 +129,7 @@ static void on_put_done(agent_xfer_t *x, int err, const char *msg, void *ud)
                                msg && msg[0] ? msg : strerror(-err));
     else
         http_req_respond_raw(f->req, 204, NULL, NULL, 0);
-    free(f->pending);
+    body_pump_free(&f->pump);
     free(f);
 }
 
@@ -178,7 +140,7 @@ static void h_file_put(http_req_t *req, void *ctx)
     if (!l)
         return;
     const char *path = http_req_query(req, "path");
-    if (!path_ok(req, path))
+    if (!api_guest_path_ok(req, path))
         return;
     uint32_t mode = 0644;
     const char *m = http_req_query(req, "mode");
@@ -289,7 +251,7 @@ static void h_file_get(http_req_t *req, void *ctx)
     if (!l)
         return;
     const char *path = http_req_query(req, "path");
-    if (!path_ok(req, path))
+    if (!api_guest_path_ok(req, path))
         return;
     file_xfer_t *f = calloc(1, sizeof(*f));
     if (!f) {
