@@ -478,6 +478,11 @@ int store_gc(store_t *s, const store_gc_opts_t *opts, store_gc_result_t *out,
   int r = pending_scan(s, !dry, &cutoff, &res, err);
   if (r < 0)
     return r;
+  /* Writers on other hosts (S3 pending-upload markers); refreshes refs. */
+  if (s->ops->gc_prepare &&
+      (r = s->ops->gc_prepare(s->be, !dry, &cutoff, &res.live_writers,
+                              &res.stale_writers, err)) < 0)
+    return r;
   cutoff -= GC_CLOCK_MARGIN_NS;
   /* 2. mark */
   if ((r = walk_all(s, W_MARK, &w, err)) < 0)

@@ -67,6 +67,8 @@
 #define S3BE_BATCH 32                 /* uploads / prefetches per batch */
 #define S3BE_PREFETCH_QUEUE 1024
 #define S3BE_INFLIGHT_MAX 256
+#define S3BE_MARKER_TTL_MS (10 * 60 * 1000) /* unrenewed this long: dead */
+#define S3BE_MARKER_SKEW_MS 30000           /* host vs store clock allowance */
 
 struct s3be_conf {
   char *endpoint, *bucket, *prefix, *region, *credentials_file, *profile;
@@ -118,9 +120,17 @@ struct s3_be {
   pthread_t renewer;
   int renewer_on;
 
+  /* pending-upload marker (see PENDING-UPLOAD MARKERS below) */
+  pthread_mutex_t marker_lock;
+  char marker_key[512];
+  int marker_on;
+  int64_t marker_started_ms, marker_expires_ms;
+
   atomic_uint_fast64_t gets, get_bytes, prefetch_gets, puts, put_bytes,
       cache_hits, journal_hits, ref_puts;
 };
+
+static void marker_tick(struct s3_be *be, int final);
 
 /* ---- small helpers ---- */
 
@@ -485,6 +495,7 @@ static int s3be_open(const char *dir, void **out, char **err)
   pthread_cond_init(&be->cond, NULL);
   pthread_mutex_init(&be->drain_lock, NULL);
   pthread_mutex_init(&be->pf_lock, NULL);
+  pthread_mutex_init(&be->marker_lock, NULL);
   snprintf(be->owner, sizeof be->owner, "%ld-%llu", (long)getpid(),
            (unsigned long long)store_proc_start_time(getpid()));
   if ((r = conf_load(dir, &be->conf, err)) < 0)
@@ -555,12 +566,15 @@ static void s3be_close(void *p)
   if (!be)
     return;
   stop_threads(be);
+  if (be->cli)
+    marker_tick(be, 1);
   map_free(be->pf_map);
   if (be->journal)
     store_backend_local.close(be->journal);
   s3_client_free(be->cli);
   conf_clear(&be->conf);
   pthread_mutex_destroy(&be->pf_lock);
+  pthread_mutex_destroy(&be->marker_lock);
   pthread_mutex_destroy(&be->drain_lock);
   pthread_cond_destroy(&be->cond);
   pthread_mutex_destroy(&be->lock);
@@ -681,6 +695,147 @@ static int collect_id(const store_id_t *id, void *ud)
   return 0;               /* never "doomed": this only enumerates */
 }
 
+/* ---- pending-upload markers (cross-host GC safety) ----
+ *
+ * An object uploaded to the bucket is unreferenced until the ref commit
+ * that names it is published; GC on another host must not sweep it in
+ * between.  Before its first upload a handle PUTs a marker
+ * P/pending/<owner>-<random> = {"lanes_pending":1,"owner","holder","lease",
+ * "lease_generation","started_ms","expires_ms"} and keeps it (renewed
+ * before TTL/2 by drains, publishes, refreshes and the lease renewer,
+ * started_ms unchanged) until this host has nothing uploaded-but-unnamed:
+ * journal empty, no unpublished ref, no open writer session of a live
+ * process in DIR/pending.  GC (s3be_gc_prepare) lists the markers before
+ * it reads any ref and sweeps nothing uploaded after (started_ms - skew)
+ * of a live marker; markers past expires_ms + skew are dead (their
+ * writer stopped renewing: crashed, or gone for longer than the TTL) and
+ * are deleted.  Lock order: drain_lock, marker_lock, s->lock. */
+
+static int marker_put(struct s3_be *be, char **err)
+{
+  json_object *o = json_object_new_object();
+  pthread_mutex_lock(&be->lock);
+  int lease = be->have_lease;
+  char ref[STORE_REF_NAME_MAX + 1], holder[S3_HOLDER_MAX + 1];
+  snprintf(ref, sizeof ref, "%s", lease ? be->lease_ref : "");
+  snprintf(holder, sizeof holder, "%s", be->holder);
+  uint64_t gen = lease ? be->lease.generation : 0;
+  pthread_mutex_unlock(&be->lock);
+  json_object_object_add(o, "lanes_pending", json_object_new_int(1));
+  json_object_object_add(o, "owner", json_object_new_string(be->owner));
+  json_object_object_add(o, "holder", json_object_new_string(holder));
+  json_object_object_add(o, "lease", json_object_new_string(ref));
+  json_object_object_add(o, "lease_generation",
+                         json_object_new_int64((int64_t)gen));
+  json_object_object_add(o, "started_ms",
+                         json_object_new_int64(be->marker_started_ms));
+  json_object_object_add(o, "expires_ms",
+                         json_object_new_int64(be->marker_expires_ms));
+  const char *body = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+  int r = s3_put(be->cli, be->marker_key, body, strlen(body), NULL, err);
+  json_object_put(o);
+  return r;
+}
+
+/* Make sure this handle's marker exists and is fresh (before an upload). */
+static int marker_begin(struct s3_be *be, char **err)
+{
+  int r = 0;
+  pthread_mutex_lock(&be->marker_lock);
+  int64_t now = s3_now_ms();
+  if (!be->marker_on) {
+    uint64_t rnd = 0;
+    if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
+      rnd = (uint64_t)now;
+    snprintf(be->marker_key, sizeof be->marker_key, "%spending/%s-%016llx",
+             be->pfx, be->owner, (unsigned long long)rnd);
+    be->marker_started_ms = now;
+  }
+  if (!be->marker_on || be->marker_expires_ms - now < S3BE_MARKER_TTL_MS / 2) {
+    be->marker_expires_ms = now + S3BE_MARKER_TTL_MS;
+    if ((r = marker_put(be, err)) == 0)
+      be->marker_on = 1;
+  }
+  pthread_mutex_unlock(&be->marker_lock);
+  return r;
+}
+
+static int count_id(const store_id_t *id, void *ud)
+{
+  (void)id;
+  (void)ud;
+  return 0;
+}
+
+/* 1 if nothing this host uploaded may still be waiting for a ref. */
+static int host_quiescent(struct s3_be *be)
+{
+  store_t *s = be->store;
+  store_sweep_counts_t c;
+  memset(&c, 0, sizeof c);
+  char *e = NULL;
+  int r = store_backend_local.sweep(be->journal, INT64_MIN, count_id, NULL,
+                                    &c, &e);
+  free(e);
+  if (r < 0 || c.objects > 0 || !s)
+    return 0;
+  int busy = 1;
+  sqlite3_stmt *st;
+  pthread_mutex_lock(&s->lock);
+  if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM s3_pub LIMIT 1", -1, &st,
+                         NULL) == SQLITE_OK) {
+    busy = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+  }
+  pthread_mutex_unlock(&s->lock);
+  if (busy)
+    return 0;
+  char path[4096];
+  snprintf(path, sizeof path, "%s/pending", s->dir);
+  DIR *d = opendir(path);
+  if (!d)
+    return errno == ENOENT;
+  struct dirent *de;
+  while (!busy && (de = readdir(d))) {
+    long pid;
+    unsigned long long start;
+    struct stat sb;
+    if (de->d_name[0] == '.' || fstatat(dirfd(d), de->d_name, &sb, 0) == -1 ||
+        sb.st_size == 0)
+      continue;
+    if (sscanf(de->d_name, "%ld-%llu-", &pid, &start) == 2 && pid > 0 &&
+        store_proc_start_time((pid_t)pid) != start)
+      continue;               /* its writer is dead */
+    busy = 1;
+  }
+  closedir(d);
+  return !busy;
+}
+
+/* Periodic: drop the marker once the host is quiescent, else renew it
+ * when due.  final: at close (a marker still needed is left to expire). */
+static void marker_tick(struct s3_be *be, int final)
+{
+  pthread_mutex_lock(&be->marker_lock);
+  if (be->marker_on) {
+    char *err = NULL;
+    if (host_quiescent(be)) {
+      if (s3_delete(be->cli, be->marker_key, &err) == 0 || final)
+        be->marker_on = 0;
+    } else if (!final &&
+               be->marker_expires_ms - s3_now_ms() < S3BE_MARKER_TTL_MS / 2) {
+      be->marker_expires_ms = s3_now_ms() + S3BE_MARKER_TTL_MS;
+      (void)marker_put(be, &err);
+    } else if (final) {
+      fprintf(stderr, "lanes s3: leaving pending-upload marker %s to expire "
+              "(this host still has unpublished uploads)\n", be->marker_key);
+    }
+    free(err);
+  }
+  pthread_mutex_unlock(&be->marker_lock);
+}
+
+
 /* Upload every object in the journal, then move it to the cache.  Caller
  * holds drain_lock. */
 static int journal_drain(struct s3_be *be, char **err)
@@ -692,6 +847,11 @@ static int journal_drain(struct s3_be *be, char **err)
                                     &c, err);
   if (r < 0)
     return r;
+  /* Cross-host GC must see that uploads are under way (marker first). */
+  if (l.n && (r = marker_begin(be, err)) < 0) {
+    free(l.v);
+    return r;
+  }
   size_t cs = be->store ? be->store->chunk_size : 4u << 20;
   size_t cap = cs > 65536 ? cs : 65536;
   for (size_t i = 0; i < l.n && r == 0; i += S3BE_BATCH) {
@@ -1100,6 +1260,8 @@ static int s3be_publish(void *p, char **err)
     pthread_mutex_unlock(&s->lock);
   }
   free(rows);
+  if (r == 0)
+    marker_tick(be, 0);
   pthread_mutex_unlock(&be->drain_lock);
   return r;
 }
@@ -1225,7 +1387,74 @@ static int s3be_refresh(void *p, char **err)
   }
   free(refs);
   keylist_free(&l);
+  if (r == 0)
+    marker_tick(be, 0);
   return r;
+}
+
+
+/* GC, before the mark: list P/pending/, lower *cutoff_ns below the start
+ * of every live marker (minus the clock allowance), delete dead ones
+ * (remove != 0), then pull the bucket's refs into the mirror so the mark
+ * sees every host's commits. */
+static int s3be_gc_prepare(void *p, int remove, int64_t *cutoff_ns,
+                           uint64_t *live, uint64_t *dead, char **err)
+{
+  struct s3_be *be = p;
+  struct keylist l = {0};
+  char *prefix = key_for(be, "pending/", "");
+  if (!prefix)
+    return store_err(err, ENOMEM, "out of memory");
+  int r = s3_list(be->cli, prefix, 0, collect_key, &l, err);
+  free(prefix);
+  int64_t now = s3_now_ms();
+  for (size_t i = 0; r >= 0 && i < l.n; i++) {
+    void *data = NULL;
+    size_t len = 0;
+    char *gerr = NULL;
+    int g = s3_get(be->cli, l.v[i], 0, 0, NULL, &data, &len, NULL, &gerr);
+    free(gerr);
+    if (g == -ENOENT)
+      continue;                 /* its writer finished meanwhile */
+    if (g < 0) {
+      r = store_err(err, -g, "read pending-upload marker %s", l.v[i]);
+      break;
+    }
+    json_tokener *tok = json_tokener_new();
+    json_object *o = tok ? json_tokener_parse_ex(tok, data, (int)len) : NULL, *v;
+    if (tok)
+      json_tokener_free(tok);
+    free(data);
+    int64_t started = 0, expires = 0;
+    if (o && json_object_object_get_ex(o, "started_ms", &v))
+      started = json_object_get_int64(v);
+    if (o && json_object_object_get_ex(o, "expires_ms", &v))
+      expires = json_object_get_int64(v);
+    json_object_put(o);
+    if (!started || !expires) {
+      /* Unreadable: assume a writer started just now and keep it until
+       * a TTL from now would have passed -- i.e. protect everything. */
+      started = now;
+      expires = now + S3BE_MARKER_TTL_MS;
+    }
+    if (expires + S3BE_MARKER_SKEW_MS < now) {
+      (*dead)++;
+      if (remove) {
+        char *derr = NULL;
+        (void)s3_delete(be->cli, l.v[i], &derr);
+        free(derr);
+      }
+      continue;
+    }
+    (*live)++;
+    int64_t c = (started - S3BE_MARKER_SKEW_MS) * 1000000;
+    if (c < *cutoff_ns)
+      *cutoff_ns = c;
+  }
+  keylist_free(&l);
+  if (r < 0)
+    return r;
+  return s3be_refresh(be, err);
 }
 
 const struct store_backend_ops store_backend_s3 = {
@@ -1243,6 +1472,7 @@ const struct store_backend_ops store_backend_s3 = {
   .ref_commit = s3be_ref_commit,
   .publish = s3be_publish,
   .refresh = s3be_refresh,
+  .gc_prepare = s3be_gc_prepare,
 };
 
 /* ---- public S3 calls (store.h) ---- */
@@ -1424,6 +1654,9 @@ static void *renewer_main(void *p)
     if (r == 0) {
       be->lease = l;
       be->renewed_mono_ms = sent;
+      pthread_mutex_unlock(&be->lock);
+      marker_tick(be, 0);
+      pthread_mutex_lock(&be->lock);
     } else if (r == -ESTALE) {
       be->fenced = 1;
       fprintf(stderr, "lanes s3: lease on %s lost: %s\n", key_name,

@@ -88,6 +88,10 @@ struct store_backend_ops {
   /* Outside any lock: replace local refs with the remote ones (refs with
    * unpublished local changes are kept). */
   int (*refresh)(void *be, char **err);
+  /* GC, before the mark: lower *cutoff_ns for writers only the backend
+   * knows of (other hosts), count them, drop dead ones if remove. */
+  int (*gc_prepare)(void *be, int remove, int64_t *cutoff_ns, uint64_t *live,
+                    uint64_t *dead, char **err);
 };
 
 extern const struct store_backend_ops store_backend_local;
