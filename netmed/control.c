@@ -4,6 +4,15 @@
  *   {"cmd":"policy-set","policy":{...}}  → {"ok":true} | {"ok":false,"error":"..."}
  *   {"cmd":"policy-get"}                 → {"ok":true,"policy":{"dns":..,"rules":N}}
  *   {"cmd":"stats"}                      → {"ok":true,"stats":{...}}
+ *   {"cmd":"secrets-reload"}             → {"ok":true,"secrets":N}: re-read the
+ *     --secrets file; open connections are kept and use the new set from
+ *     their next request (intercepted) or next read (splice)
+ *   {"cmd":"approvals"}                  → {"ok":true,"approvals":[{"id",...}]}
+ *   {"cmd":"approval-decide","id":ID,"decision":"allow"|"deny",
+ *    "remember":bool,"by":WHO}          → {"ok":true,"approval":{...},"rule":{...}|null}
+ *     remember: the rule answering this host (or address) and port is
+ *     appended to the live policy (and returned, for lanesd to persist);
+ *     other pending approvals it answers are released with it.
  * Served on the main thread; each client gets 2 s to send its line.
  */
 #include "netmed.h"
@@ -71,6 +80,62 @@ static json_object *err_obj(const char *msg)
     return o;
 }
 
+/* Pending approvals the current policy now answers are released. */
+static void approvals_recheck_live(netmed_t *m)
+{
+    netaddr_t host[NETMED_MAX_HOST_ADDRS];
+    size_t nhost = netmed_host_addrs(m, host, NETMED_MAX_HOST_ADDRS);
+    policy_t *p = netmed_policy_get(m);
+    approvals_recheck(&m->approvals, p, host, nhost);
+    policy_unref(p);
+}
+
+static json_object *approval_decide_cmd(netmed_t *m, json_object *req)
+{
+    json_object *v;
+    const char *id = json_object_object_get_ex(req, "id", &v) ? json_object_get_string(v) : NULL;
+    const char *dec = json_object_object_get_ex(req, "decision", &v) ? json_object_get_string(v) : "";
+    bool remember = json_object_object_get_ex(req, "remember", &v) && json_object_get_boolean(v);
+    const char *by = json_object_object_get_ex(req, "by", &v) ? json_object_get_string(v) : "control";
+    if (!id || (strcmp(dec, "allow") != 0 && strcmp(dec, "deny") != 0))
+        return err_obj("approval-decide needs \"id\" and \"decision\": \"allow\" or \"deny\"");
+    bool allow = strcmp(dec, "allow") == 0;
+    char who[32];
+    snprintf(who, sizeof who, "%s", by);
+    json_object *info = NULL;
+    if (approval_decide(&m->approvals, id, allow, remember, who, &info) < 0)
+        return err_obj("no pending approval with that id (decided, timed out or never asked)");
+    json_object *rule = NULL;
+    if (remember) {
+        /* The held connection is already released; the rule covers the
+         * next ones and answers other pending approvals for the same
+         * destination. */
+        char *rj = approval_rule_json(info, allow), err[256] = "";
+        policy_t *cur = netmed_policy_get(m), *np = NULL;
+        int r = rj ? policy_add_rule(cur, rj, &np, err, sizeof err) : -EINVAL;
+        policy_unref(cur);
+        if (r < 0) {
+            free(rj);
+            json_object_put(info);
+            return err_obj(err[0] ? err : "cannot build the rule to remember");
+        }
+        netmed_policy_set(m, np);
+        json_object *a = json_object_new_object();
+        json_object_object_add(a, "ev", json_object_new_string("policy"));
+        json_object_object_add(a, "rules", json_object_new_int((int)np->nrules));
+        json_object_object_add(a, "reason", json_object_new_string("remembered approval"));
+        audit_emit(m->audit, a);
+        approvals_recheck_live(m);
+        rule = json_tokener_parse(rj);
+        free(rj);
+    }
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "ok", json_object_new_boolean(1));
+    json_object_object_add(o, "approval", info);
+    json_object_object_add(o, "rule", rule);
+    return o;
+}
+
 #define ST(name) json_object_object_add(st, #name, json_object_new_int64((int64_t)__atomic_load_n(&m->stats.name, __ATOMIC_RELAXED)))
 
 void control_serve_one(netmed_t *m, int cfd)
@@ -118,6 +183,7 @@ void control_serve_one(netmed_t *m, int cfd)
         json_object_object_add(a, "ev", json_object_new_string("policy"));
         json_object_object_add(a, "rules", json_object_new_int((int)p->nrules));
         audit_emit(m->audit, a);
+        approvals_recheck_live(m);
         json_object *o = json_object_new_object();
         json_object_object_add(o, "ok", json_object_new_boolean(1));
         reply(cfd, o);
@@ -149,8 +215,15 @@ void control_serve_one(netmed_t *m, int cfd)
         json_object_object_add(o, "ok", json_object_new_boolean(1));
         json_object_object_add(o, "stats", st);
         reply(cfd, o);
+    } else if (strcmp(c, "approvals") == 0) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "ok", json_object_new_boolean(1));
+        json_object_object_add(o, "approvals", approvals_json(&m->approvals));
+        reply(cfd, o);
+    } else if (strcmp(c, "approval-decide") == 0) {
+        reply(cfd, approval_decide_cmd(m, req));
     } else {
-        reply(cfd, err_obj("unknown cmd (policy-set, policy-get, stats)"));
+        reply(cfd, err_obj("unknown cmd (policy-set, policy-get, stats, approvals, approval-decide)"));
     }
 out:
     json_object_put(req);
@@ -158,15 +231,38 @@ out:
     close(cfd);
 }
 
-/* netmed ctl SOCK stats | policy-get | policy-set FILE */
+/* netmed ctl SOCK stats | policy-get | policy-set FILE | approvals
+ *                | approval-decide ID allow|deny [remember] [by=WHO] */
 int control_client(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: netmed ctl SOCK stats|policy-get|policy-set FILE\n");
+        fprintf(stderr, "usage: netmed ctl SOCK stats|policy-get|policy-set FILE|approvals\n"
+                        "       netmed ctl SOCK approval-decide ID allow|deny [remember] [by=WHO]\n");
         return 2;
     }
     json_object *req = json_object_new_object();
     json_object_object_add(req, "cmd", json_object_new_string(argv[2]));
+    if (strcmp(argv[2], "approval-decide") == 0) {
+        bool remember = false, ok = argc >= 5;
+        const char *by = "ctl";
+        for (int i = 5; ok && i < argc; i++) {
+            if (strcmp(argv[i], "remember") == 0)
+                remember = true;
+            else if (strncmp(argv[i], "by=", 3) == 0 && argv[i][3])
+                by = argv[i] + 3;
+            else
+                ok = false;
+        }
+        if (!ok) {
+            fprintf(stderr, "usage: netmed ctl SOCK approval-decide ID allow|deny [remember] [by=WHO]\n");
+            json_object_put(req);
+            return 2;
+        }
+        json_object_object_add(req, "id", json_object_new_string(argv[3]));
+        json_object_object_add(req, "decision", json_object_new_string(argv[4]));
+        json_object_object_add(req, "remember", json_object_new_boolean(remember));
+        json_object_object_add(req, "by", json_object_new_string(by));
+    }
     if (strcmp(argv[2], "policy-set") == 0) {
         json_object *p = argc > 3 ? json_object_from_file(argv[3]) : NULL;
         if (!p) {

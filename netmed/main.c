@@ -158,7 +158,8 @@ static void usage(FILE *f)
             "       netmed setup-netns [--guest-net CIDR] [--veth-peer NETNS] [--port N] NAME\n"
             "       netmed teardown-netns NAME\n"
             "       netmed check-policy FILE\n"
-            "       netmed ctl SOCK stats|policy-get|policy-set FILE\n");
+            "       netmed ctl SOCK stats|policy-get|policy-set FILE|approvals\n"
+            "       netmed ctl SOCK approval-decide ID allow|deny [remember] [by=WHO]\n");
 }
 
 int main(int argc, char **argv)
@@ -229,6 +230,7 @@ int main(int argc, char **argv)
     m.idle_timeout_s = 300;
     m.listen_fd = m.dns_fd = m.ctl_fd = -1;
     pthread_mutex_init(&m.lock, NULL);
+    approvals_init(&m.approvals);
     char err[512];
     if (cidr_parse(gnet, &m.guest_net) < 0 || m.guest_net.net.family != AF_INET || m.guest_net.len > 30) {
         fprintf(stderr, "netmed: --guest-net: an IPv4 CIDR of /30 or wider\n");

@@ -14,6 +14,7 @@
 #define LANES_NETMED_NETMED_H
 
 #include "addr.h"
+#include "approval.h"
 #include "audit.h"
 #include "dns.h"
 #include "http.h"
@@ -51,6 +52,7 @@ typedef struct netmed {
     dns_table_t names;
     tls_t *tls;
     audit_t *audit;
+    approvals_t approvals;       /* connections held for a human (approval.h) */
     netmed_stats_t stats;
 
     int listen_fd, dns_fd, ctl_fd;

@@ -2,7 +2,10 @@
  *
  * Parsing is strict: unknown keys, wrong types, bad ports or CIDRs with host
  * bits set are errors, so a typo can never silently widen or narrow a lane's
- * network. Evaluation is default deny.
+ * network. Evaluation is default deny; among the rules matching a connection
+ * a deny rule beats an allow rule, which beats an ask rule (rule order does
+ * not matter), so remembered approvals (appended allow/deny rules) override
+ * the ask rule they answer.
  */
 #include "policy.h"
 
@@ -37,6 +40,7 @@ static void policy_free(policy_t *p)
     for (size_t i = 0; i < p->nrules; i++)
         free(p->rules[i].host);
     free(p->rules);
+    free(p->json);
     free(p);
 }
 
@@ -147,6 +151,16 @@ static int parse_rule(json_object *o, size_t idx, policy_rule_t *r, char *err, s
             if (!json_object_is_type(val, json_type_boolean))
                 return perr(err, errlen, "allow[%zu].allowPrivate: not a boolean", idx);
             r->allow_private = json_object_get_boolean(val);
+        } else if (strcmp(key, "action") == 0) {
+            const char *a = json_object_is_type(val, json_type_string) ? json_object_get_string(val) : "";
+            if (strcmp(a, "allow") == 0)
+                r->action = RULE_ALLOW;
+            else if (strcmp(a, "ask") == 0)
+                r->action = RULE_ASK;
+            else if (strcmp(a, "deny") == 0)
+                r->action = RULE_DENY;
+            else
+                return perr(err, errlen, "allow[%zu].action: one of allow, ask, deny", idx);
         } else if (strcmp(key, "comment") == 0) {
             /* free text for humans */
         } else {
@@ -242,6 +256,7 @@ int policy_parse(const char *json, size_t len, policy_t **out, char *err, size_t
     p->refs = 1;
     p->block_private = true;
     p->dns_mode = DNS_SYNTHETIC;
+    p->approval_timeout_s = POLICY_APPROVAL_TIMEOUT_S;
     if (!json_object_is_type(root, json_type_object)) {
         r = perr(err, errlen, "policy: not a JSON object");
         goto out;
@@ -284,6 +299,13 @@ int policy_parse(const char *json, size_t len, policy_t **out, char *err, size_t
                 if ((r = parse_rule(json_object_array_get_idx(val, i), i, &p->rules[i], err, errlen)) < 0)
                     goto out;
             }
+        } else if (strcmp(key, "approvalTimeoutSeconds") == 0) {
+            int64_t t = json_object_is_type(val, json_type_int) ? json_object_get_int64(val) : 0;
+            if (t < 1 || t > POLICY_APPROVAL_TIMEOUT_MAX_S) {
+                r = perr(err, errlen, "approvalTimeoutSeconds: an integer 1..%d", POLICY_APPROVAL_TIMEOUT_MAX_S);
+                goto out;
+            }
+            p->approval_timeout_s = (int)t;
         } else if (strcmp(key, "$schema") == 0 || strcmp(key, "comment") == 0) {
             /* annotations */
         } else {
@@ -291,11 +313,44 @@ int policy_parse(const char *json, size_t len, policy_t **out, char *err, size_t
             goto out;
         }
     }
+    p->json = strdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    if (!p->json) {
+        r = -ENOMEM;
+        goto out;
+    }
     r = 0;
     *out = p;
     p = NULL;
 out:
     policy_free(p);
+    json_object_put(root);
+    return r;
+}
+
+int policy_add_rule(const policy_t *p, const char *rule_json, policy_t **out, char *err, size_t errlen)
+{
+    json_object *root = json_tokener_parse(p->json ? p->json : "{}");
+    json_object *rule = json_tokener_parse(rule_json);
+    json_object *allow = NULL;
+    int r;
+    if (!root || !rule || !json_object_is_type(rule, json_type_object)) {
+        r = perr(err, errlen, "rule: not a JSON object");
+        goto out;
+    }
+    if (!json_object_object_get_ex(root, "allow", &allow)) {
+        allow = json_object_new_array();
+        json_object_object_add(root, "allow", allow);
+    }
+    if (!json_object_is_type(allow, json_type_array)) {
+        r = perr(err, errlen, "allow: not an array");
+        goto out;
+    }
+    json_object_array_add(allow, rule);
+    rule = NULL;
+    const char *s = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    r = policy_parse(s, strlen(s), out, err, errlen);
+out:
+    json_object_put(rule);
     json_object_put(root);
     return r;
 }
@@ -358,7 +413,7 @@ bool policy_name_allowed(const policy_t *p, const char *name)
     if (p->open)
         return true;
     for (size_t i = 0; i < p->nrules; i++)
-        if (p->rules[i].host && policy_host_match(p->rules[i].host, name))
+        if (p->rules[i].host && p->rules[i].action != RULE_DENY && policy_host_match(p->rules[i].host, name))
             return true;
     return false;
 }
@@ -366,12 +421,24 @@ bool policy_name_allowed(const policy_t *p, const char *name)
 verdict_t policy_check_name(const policy_t *p, const char *name, uint16_t port)
 {
     verdict_t v = { .allow = false, .rule = -1, .reason = "no rule for host and port" };
-    /* First matching rule wins; an intercepting rule for the same name and
-     * port is preferred so that secrets are never silently not injected. */
+    int deny = -1, ask = -1;
+    /* Among allow rules the first match wins, except that an intercepting
+     * rule for the same name and port is preferred so that secrets are never
+     * silently not injected. */
     for (size_t i = 0; i < p->nrules; i++) {
         const policy_rule_t *r = &p->rules[i];
         if (!r->host || !policy_host_match(r->host, name) || !policy_port_match(r, port))
             continue;
+        if (r->action == RULE_DENY) {
+            if (deny < 0)
+                deny = (int)i;
+            continue;
+        }
+        if (r->action == RULE_ASK) {
+            if (ask < 0)
+                ask = (int)i;
+            continue;
+        }
         if (!v.allow || (r->intercept && !v.intercept)) {
             v.allow = true;
             v.rule = (int)i;
@@ -380,7 +447,16 @@ verdict_t policy_check_name(const policy_t *p, const char *name, uint16_t port)
             v.reason = "host rule";
         }
     }
-    if (!v.allow && p->open) {
+    if (deny >= 0)
+        return (verdict_t){ .denied = true, .rule = deny, .reason = "deny rule" };
+    if (!v.allow && ask >= 0) {
+        v.ask = true;
+        v.rule = ask;
+        v.intercept = p->rules[ask].intercept;
+        v.allow_private = p->rules[ask].allow_private;
+        v.reason = "ask rule";
+    }
+    if (!v.allow && !v.ask && p->open) {
         v.allow = true;
         v.reason = "open mode";
     }
@@ -394,21 +470,29 @@ verdict_t policy_check_addr(const policy_t *p, const netaddr_t *a, uint16_t port
     cidr_t block;
     addr_class_t cls = addr_classify(a, host, nhost, &block);
     bool blocked = p->block_private && cls != ADDR_PUBLIC;
+    int ask = -1, allow = -1;
     for (size_t i = 0; i < p->nrules; i++) {
         const policy_rule_t *r = &p->rules[i];
         if (!r->has_cidr || !cidr_contains(&r->cidr, a) || !policy_port_match(r, port))
             continue;
+        if (r->action == RULE_DENY)
+            return (verdict_t){ .denied = true, .rule = (int)i, .reason = "deny rule" };
         /* A wide rule (0.0.0.0/0) never opens a private block; one that
          * names addresses inside the block (or says allowPrivate) does. */
         if (blocked && !r->allow_private && !cidr_within(&r->cidr, &block)) {
             v.reason = "private address (rule too wide to open it)";
             continue;
         }
-        v.allow = true;
-        v.rule = (int)i;
-        v.reason = "cidr rule";
-        return v;
+        if (r->action == RULE_ASK && ask < 0)
+            ask = (int)i;
+        else if (r->action == RULE_ALLOW && allow < 0)
+            allow = (int)i;
     }
+    if (allow >= 0)
+        return (verdict_t){ .allow = true, .rule = allow, .reason = "cidr rule" };
+    if (ask >= 0)
+        return (verdict_t){ .ask = true, .rule = ask, .allow_private = p->rules[ask].allow_private,
+                            .reason = "ask rule" };
     if (p->open) {
         if (blocked) {
             v.reason = "private address";

@@ -23,8 +23,17 @@ typedef struct {
 #define POLICY_MAX_PORTS 64
 #define POLICY_MAX_SERVERS 4
 
+/* What a matching rule does. Precedence when several rules match one
+ * connection: deny > allow > ask (independent of order), so a remembered
+ * decision always overrides the ask rule it came from. */
+typedef enum { RULE_ALLOW = 0, RULE_ASK, RULE_DENY } rule_action_t;
+
+#define POLICY_APPROVAL_TIMEOUT_S 60
+#define POLICY_APPROVAL_TIMEOUT_MAX_S 3600
+
 typedef struct {
     char *host;              /* lowercase pattern ("*.pypi.org") or NULL */
+    rule_action_t action;
     bool has_cidr;
     cidr_t cidr;
     port_range_t ports[POLICY_MAX_PORTS];
@@ -47,6 +56,8 @@ typedef struct policy {
     size_t nservers;
     policy_rule_t *rules;
     size_t nrules;
+    int approval_timeout_s;  /* how long an "ask" connection waits */
+    char *json;              /* the parsed document, re-serialized */
 } policy_t;
 
 /* Parse a policy document. 0 and *out (refs = 1), or -EINVAL with a message
@@ -60,12 +71,18 @@ void policy_unref(policy_t *p);
 bool policy_host_match(const char *pattern, const char *name);
 bool policy_port_match(const policy_rule_t *r, uint16_t port);
 
-/* May name be resolved for the guest at all (some host rule names it, or
- * open mode)? */
+/* A new policy: p's document with rule (a JSON rule object) appended to
+ * "allow". 0 and *out, or -EINVAL with a message. p is unchanged. */
+int policy_add_rule(const policy_t *p, const char *rule_json, policy_t **out, char *err, size_t errlen);
+
+/* May name be resolved for the guest at all (some allow or ask host rule
+ * names it, or open mode)? Deny rules never make a name resolve. */
 bool policy_name_allowed(const policy_t *p, const char *name);
 
 typedef struct {
     bool allow;
+    bool ask;                /* not allowed yet: an ask rule matched (rule) */
+    bool denied;             /* a deny rule matched (rule) */
     int rule;                /* index into rules, -1 = none / open mode */
     bool intercept;
     bool allow_private;      /* the matched rule lets names resolve inward */

@@ -58,6 +58,7 @@ typedef struct {
     const char *reason;
     bool blocked;           /* closed by a mid-stream check */
     bool scrub;             /* secrets exist for this name: mask responses */
+    bool approved;          /* an ask rule's connection a human allowed */
     struct timespec t0;
 } conn_t;
 
@@ -295,6 +296,29 @@ static int sockaddr_to(const struct sockaddr_storage *ss, netaddr_t *a, uint16_t
     return -EAFNOSUPPORT;
 }
 
+/* c->v asks: hold the connection until it is decided (approval.h). host:
+ * the name asked about, NULL for a CIDR rule (the address is). True if
+ * allowed (c->v then grants like the ask rule would have). */
+static bool conn_approve(conn_t *c, const char *host)
+{
+    approval_req_t r = { .host = host, .addr = c->dst, .src = c->src, .port = c->port,
+                         .rule = c->v.rule, .intercept = c->v.intercept, .allow_private = c->v.allow_private,
+                         .guest_fd = c->g.fd, .timeout_s = c->p->approval_timeout_s };
+    char id[APPROVAL_ID_LEN + 1];
+    approval_state_t st = approval_wait(&c->m->approvals, c->m->audit, &r, id);
+    static const char *const reasons[] = { "", "approved", "denied by approval", "approval timed out",
+                                           "guest gave up waiting for approval", "too many pending approvals" };
+    c->reason = reasons[st];
+    if (st != APPROVAL_ALLOWED) {
+        c->v.ask = false;
+        return false;
+    }
+    c->v.allow = true;
+    c->v.reason = c->reason;
+    c->approved = true;
+    return true;
+}
+
 /* Decide; on allow, fill c->v, c->name and the address to dial. */
 static bool conn_decide(conn_t *c, netaddr_t *dial)
 {
@@ -305,19 +329,25 @@ static bool conn_decide(conn_t *c, netaddr_t *dial)
     size_t nn = dns_table_lookup(&m->names, &c->dst, names, MAX_NAMES);
     bool synthetic = dns_table_is_synthetic(&m->names, &c->dst);
     c->v = (verdict_t){ .allow = false, .rule = -1, .reason = "no rule" };
+    verdict_t denied = { .rule = -1 };
 
     for (size_t i = 0; i < nn; i++) {
         verdict_t v = policy_check_name(c->p, names[i], c->port);
-        if (v.allow && (!c->v.allow || (v.intercept && !c->v.intercept))) {
+        if (v.denied && denied.rule < 0)
+            denied = v;
+        if ((v.allow && (!c->v.allow || (v.intercept && !c->v.intercept))) ||
+            (v.ask && !c->v.allow && !c->v.ask)) {
             c->v = v;
             snprintf(c->name, sizeof c->name, "%s", names[i]);
             c->has_name = true;
         }
     }
-    if (!c->v.allow && nn > 0) {
+    if (!c->v.allow && !c->v.ask && nn > 0) {
         snprintf(c->name, sizeof c->name, "%s", names[0]);
         c->has_name = true;
     }
+    if (c->v.ask && !conn_approve(c, c->name))
+        return false;
     if (c->v.allow) {
         netaddr_t res[MAX_RESOLVED];
         int n = resolve_upstream(c->p, c->name, res, MAX_RESOLVED);
@@ -342,10 +372,18 @@ static bool conn_decide(conn_t *c, netaddr_t *dial)
     }
     if (synthetic) {
         c->reason = nn ? "no rule for host and port" : "synthetic address not handed out by netmed";
+        if (denied.rule >= 0)
+            c->v = denied, c->reason = denied.reason;
         return false;
     }
     /* Literal address: CIDR rules (and open mode). */
     verdict_t v = policy_check_addr(c->p, &c->dst, c->port, host, nhost);
+    if (v.ask) {
+        c->v = v;
+        if (!conn_approve(c, NULL))
+            return false;
+        v = c->v;
+    }
     if (v.allow) {
         c->v = v;
         *dial = c->dst;
@@ -353,6 +391,8 @@ static bool conn_decide(conn_t *c, netaddr_t *dial)
         return true;
     }
     c->reason = nn ? "no rule for host and port" : v.reason;
+    if (v.denied || denied.rule >= 0)
+        c->v = v.denied ? v : denied, c->reason = c->v.reason;
     return false;
 }
 
@@ -811,7 +851,7 @@ static int http_exchange(conn_t *c, bool tls)
     policy_t *p = netmed_policy_get(m);
     verdict_t v = policy_check_name(p, c->name, c->port);
     policy_unref(p);
-    if (!v.allow) {
+    if (!v.allow && !(v.ask && c->approved)) {
         log.reason = "policy no longer allows this host";
         goto deny;
     }
