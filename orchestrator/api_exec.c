@@ -944,6 +944,11 @@ const char *api_exec_id(const exec_session_t *s)
     return s->id;
 }
 
+uint32_t api_exec_pid(const exec_session_t *s)
+{
+    return s->pid;
+}
+
 int api_exec_attach(exec_session_t *s, const api_exec_reader_t *r, void *ud)
 {
     if (s->out_req || s->reader)

@@ -34,6 +34,7 @@
 typedef struct lanesd lanesd_t;
 typedef struct lane_rt lane_rt_t;
 typedef struct exec_session exec_session_t;
+typedef struct shell_session shell_session_t;
 
 /* A process lanesd supervises (QEMU or nbdkit). */
 typedef struct {
@@ -132,6 +133,7 @@ struct lanesd {
     struct api_events *events;   /* api_events.c: /v1/events subscribers */
     struct api_metrics *metrics; /* api_metrics.c: histograms */
     struct api_stores *stores;   /* api_stores.c: S3 stores, host id */
+    shell_session_t *shell_sessions; /* api_shell.c: named shell sessions of all lanes */
 };
 
 /* ---- db.c ------------------------------------------------------------------ */
@@ -246,6 +248,7 @@ typedef struct {
 exec_session_t *api_exec_start(lane_rt_t *l, const agent_exec_opts_t *o, char *msg, size_t msglen);
 exec_session_t *api_exec_find(lane_rt_t *l, const char *id);
 const char *api_exec_id(const exec_session_t *s);
+uint32_t api_exec_pid(const exec_session_t *s); /* 0 until the guest reported it */
 int api_exec_attach(exec_session_t *s, const api_exec_reader_t *r, void *ud); /* -EBUSY */
 void api_exec_detach(exec_session_t *s);
 void api_exec_ack(exec_session_t *s, size_t len);

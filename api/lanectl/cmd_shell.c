@@ -1,8 +1,17 @@
 /* cmd_shell.c — lanectl shell [-u USER] [-w DIR] [--shell PATH] NAME
+ *               lanectl shell --session S [--takeover] NAME
  *               lanectl shell --attach ID NAME
+ *               lanectl shell ls NAME [--json] | lanectl shell kill NAME S
  *
  *   GET /v1/lanes/{name}/shell?rows&cols&term...   WebSocket: a PTY shell
+ *   GET /v1/lanes/{name}/shell?session=S...        WebSocket: a named session
  *   GET /v1/lanes/{name}/execs/{id}/attach          WebSocket: an exec session
+ *   GET /v1/lanes/{name}/sessions, DELETE .../sessions/{s}
+ *
+ * A named session outlives lanectl: leaving (the detach keys Ctrl-P Ctrl-Q
+ * on a terminal, or losing the connection) keeps it running, and the next
+ * `--session S` gets its recent output replayed. A Ctrl-P not followed by
+ * Ctrl-Q is passed on (with the key after it), like docker attach.
  *
  * Our terminal goes raw; its bytes are binary frames, the lane's output comes
  * back as binary frames; SIGWINCH sends a {"type":"resize"} control message.
@@ -25,23 +34,39 @@
 #include "codec.h"
 #include "exec_result.h"
 #include "lanectl.h"
+#include "table.h"
 #include "ws_client.h"
 
 #define SHELL_OUT_HIGH (256u * 1024) /* stop reading stdin above this much queued */
 
 static const char usage[] =
     "usage: lanectl shell [-u USER] [-w DIR] [--shell PATH] NAME\n"
+    "       lanectl shell --session S [--takeover] [-u USER] [-w DIR] NAME\n"
     "       lanectl shell --attach ID NAME\n"
+    "       lanectl shell ls NAME [--json]\n"
+    "       lanectl shell kill NAME S\n"
     "  -u, --user USER     user to run the shell as\n"
     "  -w, --workdir DIR   working directory\n"
     "      --shell PATH    shell program (default /bin/sh, run with -l)\n"
-    "      --attach ID     attach to a running exec session instead\n";
+    "  -s, --session S     attach to the named session S, creating it if needed;\n"
+    "                      it keeps running after you leave (detach: Ctrl-P Ctrl-Q)\n"
+    "      --takeover      detach the session's current client instead of failing\n"
+    "      --attach ID     attach to a running exec session instead\n"
+    "      --json          (ls) print the API's JSON instead of a table\n";
+
+#define DETACH_KEY1 0x10 /* Ctrl-P */
+#define DETACH_KEY2 0x11 /* Ctrl-Q */
 
 typedef struct {
     json_object *final;  /* the exit or error control message */
     bool closed;
     int close_code;
     bool failed;
+    bool detach_keys;    /* watch stdin for Ctrl-P Ctrl-Q */
+    bool held_key1;      /* a Ctrl-P is held back, waiting for the next key */
+    bool detached;       /* we left with the detach keys */
+    bool taken_over;     /* another client took the session over */
+    const char *session;
 } shell_run_t;
 
 static void write_fd_all(int fd, const uint8_t *p, size_t n)
@@ -87,6 +112,13 @@ static void on_message(int type, const uint8_t *data, size_t len, int code, void
         if (n > 0)
             write_fd_all(STDERR_FILENO, raw, (size_t)n);
         free(raw);
+    } else if (t && !strcmp(t, "detached")) {
+        run->taken_over = true;
+    } else if (t && !strcmp(t, "started") && run->session && isatty(STDERR_FILENO)) {
+        json_object *c;
+        bool created = json_object_object_get_ex(m, "created", &c) && json_object_get_boolean(c);
+        fprintf(stderr, "[%s session '%s'; detach with Ctrl-P Ctrl-Q]\r\n", created ? "new" : "attached to",
+                run->session);
     } else if (t && (!strcmp(t, "exit") || !strcmp(t, "error"))) {
         if (run->final)
             json_object_put(run->final);
@@ -106,6 +138,41 @@ static void send_resize(ws_client_t *ws)
     char msg[96];
     int n = snprintf(msg, sizeof(msg), "{\"type\":\"resize\",\"rows\":%u,\"cols\":%u}", w.ws_row, w.ws_col);
     ws_client_send(ws, WSC_TEXT, msg, (size_t)n);
+}
+
+/* Forward typed bytes, minus the detach keys. Returns true when they were
+ * typed (what came before them is sent). */
+static bool forward_input(ws_client_t *ws, shell_run_t *run, const uint8_t *buf, size_t n)
+{
+    if (!run->detach_keys) {
+        ws_client_send(ws, WSC_BINARY, buf, n);
+        return false;
+    }
+    uint8_t out[16384 + 1];
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = buf[i];
+        if (run->held_key1) {
+            run->held_key1 = false;
+            if (c == DETACH_KEY2) {
+                if (o)
+                    ws_client_send(ws, WSC_BINARY, out, o);
+                return true;
+            }
+            out[o++] = DETACH_KEY1;
+        }
+        if (c == DETACH_KEY1)
+            run->held_key1 = true;
+        else
+            out[o++] = c;
+        if (o >= sizeof(out) - 1) {
+            ws_client_send(ws, WSC_BINARY, out, o);
+            o = 0;
+        }
+    }
+    if (o)
+        ws_client_send(ws, WSC_BINARY, out, o);
+    return false;
 }
 
 /* The poll loop; returns when the WebSocket is finished. */
@@ -133,7 +200,12 @@ static void shell_loop(ws_client_t *ws, shell_run_t *run, int sfd)
         if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
             ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
             if (n > 0) {
-                ws_client_send(ws, WSC_BINARY, buf, (size_t)n);
+                if (forward_input(ws, run, buf, (size_t)n)) {
+                    run->detached = true;
+                    ws_client_send(ws, WSC_CLOSE, "\x03\xe8", 2);
+                    ws_client_flush(ws);
+                    return;
+                }
             } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
                 stdin_open = false;
                 ws_client_send(ws, WSC_TEXT, "{\"type\":\"eof\"}", 14);
@@ -144,7 +216,8 @@ static void shell_loop(ws_client_t *ws, shell_run_t *run, int sfd)
             while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
                 if (si.ssi_signo == SIGWINCH) {
                     send_resize(ws);
-                } else { /* SIGTERM/SIGHUP to lanectl: leave, the shell gets SIGHUP */
+                } else { /* SIGTERM/SIGHUP to lanectl: leave; a plain shell gets SIGHUP, a session stays */
+                    run->detached = run->session != NULL;
                     ws_client_send(ws, WSC_CLOSE, "\x03\xe9", 2);
                     ws_client_flush(ws);
                     return;
@@ -154,19 +227,122 @@ static void shell_loop(ws_client_t *ws, shell_run_t *run, int sfd)
     }
 }
 
+static int sessions_table_print(json_object *resp)
+{
+    json_object *arr;
+    if (!json_object_object_get_ex(resp, "sessions", &arr) || !json_object_is_type(arr, json_type_array)) {
+        lanectl_err("unexpected answer from lanesd (no \"sessions\" array)");
+        return EXIT_ERROR;
+    }
+    static const char *const head[] = {"NAME", "PID", "ATTACHED", "CREATED", "LAST ACTIVITY", "BUFFERED"};
+    table_t t;
+    if (table_init(&t, 6, head) < 0)
+        return EXIT_ERROR;
+    time_t now = time(NULL);
+    for (size_t i = 0; i < json_object_array_length(arr); i++) {
+        json_object *s = json_object_array_get_idx(arr, i), *v;
+        char pid[24] = "-", created[24], active[32], buffered[32];
+        if (json_object_object_get_ex(s, "pid", &v) && v)
+            snprintf(pid, sizeof(pid), "%lld", (long long)json_object_get_int64(v));
+        bool attached = json_object_object_get_ex(s, "attached", &v) && json_object_get_boolean(v);
+        format_age(now, lanectl_jstr(s, "created_at"), created, sizeof(created));
+        format_age(now, lanectl_jstr(s, "last_activity_at"), active, sizeof(active));
+        if (strcmp(created, "-"))
+            strcat(created, " ago");
+        if (strcmp(active, "-"))
+            strcat(active, " ago");
+        format_size(json_object_object_get_ex(s, "buffered_bytes", &v) ? (uint64_t)json_object_get_int64(v) : 0,
+                    buffered, sizeof(buffered));
+        const char *row[] = {lanectl_jstr(s, "name"), pid, attached ? "yes" : "no", created, active, buffered};
+        table_add_row(&t, row);
+    }
+    table_print(&t, stdout);
+    table_free(&t);
+    return EXIT_OK;
+}
+
+/* lanectl shell ls LANE [--json] | lanectl shell kill LANE SESSION */
+static int shell_sessions_cmd(lanectl_t *ctx, int argc, char **argv)
+{
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'}, LANECTL_COMMON_OPTS, {NULL, 0, NULL, 0}};
+    bool json = false, ls = !strcmp(argv[1], "ls");
+    int opt;
+    /* parse argv[1..] (options may follow the lane, as in other commands) */
+    argc--;
+    argv++;
+    optind = 0;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'h': fputs(usage, stdout); return EXIT_OK;
+        case 'j': json = true; break;
+        default:
+            if (!lanectl_common_opt(ctx, opt, optarg))
+                return lanectl_usage_error(usage, "shell %s: unknown option '%s'", argv[0], argv[optind - 1]);
+        }
+    }
+    int want = ls ? 1 : 2; /* argv[0] is the subcommand word */
+    if (argc - optind != want || !lanectl_valid_name(argv[optind]))
+        return lanectl_usage_error(usage, ls ? "shell ls: expected one lane NAME"
+                                             : "shell kill: expected a lane NAME and a SESSION");
+    const char *lane = argv[optind];
+    if (ls) {
+        char *path = client_lane_path(lane, "sessions");
+        json_object *resp = NULL;
+        int ret = EXIT_ERROR;
+        if (path && client_call(ctx, "GET", path, NULL, &resp, NULL) == 0) {
+            if (json) {
+                printf("%s\n", json_object_to_json_string_ext(resp, JSON_C_TO_STRING_PRETTY |
+                                                                        JSON_C_TO_STRING_NOSLASHESCAPE));
+                ret = EXIT_OK;
+            } else {
+                ret = sessions_table_print(resp);
+            }
+        }
+        json_object_put(resp);
+        free(path);
+        return ret;
+    }
+    char *esc = url_escape(argv[optind + 1]), *base = client_lane_path(lane, "sessions"), *path = NULL;
+    if (esc && base && asprintf(&path, "%s/%s", base, esc) < 0)
+        path = NULL;
+    free(esc);
+    free(base);
+    if (!path) {
+        lanectl_err("out of memory");
+        return EXIT_ERROR;
+    }
+    int r = client_call(ctx, "DELETE", path, NULL, NULL, NULL);
+    free(path);
+    if (r < 0)
+        return EXIT_ERROR;
+    if (json)
+        printf("{\"killed\":true}\n");
+    return EXIT_OK;
+}
+
 int cmd_shell(lanectl_t *ctx, int argc, char **argv)
 {
+    /* "shell ls LANE", "shell kill LANE S"; a lane may be called ls or kill,
+     * so these need their further argument to count as subcommands. */
+    if (argc >= 3 && (!strcmp(argv[1], "ls") || !strcmp(argv[1], "kill")))
+        return shell_sessions_cmd(ctx, argc, argv);
+
     static const struct option opts[] = {
         {"user", required_argument, NULL, 'u'},   {"workdir", required_argument, NULL, 'w'},
         {"shell", required_argument, NULL, 'S'},  {"attach", required_argument, NULL, 'A'},
+        {"session", required_argument, NULL, 's'}, {"takeover", no_argument, NULL, 'T'},
         LANECTL_COMMON_OPTS,                      {NULL, 0, NULL, 0}};
-    const char *user = NULL, *cwd = NULL, *shell = NULL, *attach = NULL;
+    const char *user = NULL, *cwd = NULL, *shell = NULL, *attach = NULL, *session = NULL;
+    bool takeover = false;
     int opt;
     optind = 0;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, "+hu:w:", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "+hu:w:s:", opts, NULL)) != -1) {
         switch (opt) {
         case 'h': fputs(usage, stdout); return EXIT_OK;
+        case 's': session = optarg; break;
+        case 'T': takeover = true; break;
         case 'u': user = optarg; break;
         case 'w': cwd = optarg; break;
         case 'S': shell = optarg; break;
@@ -178,6 +354,10 @@ int cmd_shell(lanectl_t *ctx, int argc, char **argv)
     }
     if (optind != argc - 1 || !lanectl_valid_name(argv[optind]))
         return lanectl_usage_error(usage, "shell: expected one valid lane NAME");
+    if (session && attach)
+        return lanectl_usage_error(usage, "shell: --session and --attach exclude each other");
+    if (takeover && !session)
+        return lanectl_usage_error(usage, "shell: --takeover needs --session");
     const char *lane = argv[optind];
 
     bool tty = isatty(STDIN_FILENO);
@@ -196,10 +376,12 @@ int cmd_shell(lanectl_t *ctx, int argc, char **argv)
     } else {
         const char *term = getenv("TERM");
         char *q = NULL, *eu = url_escape(user ? user : ""), *ew = url_escape(cwd ? cwd : ""),
-             *es = url_escape(shell ? shell : ""), *et = url_escape(term && *term ? term : "xterm-256color");
-        if (eu && ew && es && et &&
-            asprintf(&q, "?rows=%u&cols=%u&term=%s%s%s%s%s%s%s", w.ws_row, w.ws_col, et, user ? "&user=" : "", eu,
-                     cwd ? "&cwd=" : "", ew, shell ? "&shell=" : "", es) >= 0) {
+             *es = url_escape(shell ? shell : ""), *et = url_escape(term && *term ? term : "xterm-256color"),
+             *en = url_escape(session ? session : "");
+        if (eu && ew && es && et && en &&
+            asprintf(&q, "?rows=%u&cols=%u&term=%s%s%s%s%s%s%s%s%s%s", w.ws_row, w.ws_col, et,
+                     user ? "&user=" : "", eu, cwd ? "&cwd=" : "", ew, shell ? "&shell=" : "", es,
+                     session ? "&session=" : "", en, takeover ? "&takeover=1" : "") >= 0) {
             char *base = client_lane_path(lane, "shell");
             if (base && asprintf(&path, "%s%s", base, q) < 0)
                 path = NULL;
@@ -210,6 +392,7 @@ int cmd_shell(lanectl_t *ctx, int argc, char **argv)
         free(ew);
         free(es);
         free(et);
+        free(en);
     }
     if (!path) {
         lanectl_err("out of memory");
@@ -240,6 +423,8 @@ int cmd_shell(lanectl_t *ctx, int argc, char **argv)
     if (attach && tty)
         send_resize(ws);
     shell_run_t run = {0};
+    run.session = session;
+    run.detach_keys = session && tty;
     shell_loop(ws, &run, sfd);
     if (raw)
         tcsetattr(STDIN_FILENO, TCSANOW, &saved);
@@ -249,7 +434,14 @@ int cmd_shell(lanectl_t *ctx, int argc, char **argv)
     ws_client_free(ws);
 
     int ret;
-    if (run.final) {
+    if (session && !run.final && (run.detached || run.taken_over)) {
+        if (run.taken_over)
+            lanectl_err("another client took session '%s' over; it keeps running", session);
+        else if (isatty(STDERR_FILENO))
+            fprintf(stderr, "[detached from session '%s'; reattach: %s shell --session %s %s]\n", session,
+                    ctx->prog ? ctx->prog : "lanectl", session, lane);
+        ret = EXIT_OK;
+    } else if (run.final) {
         const char *t = lanectl_jstr(run.final, "type");
         json_object *wrap = json_object_new_object();
         if (t && !strcmp(t, "exit")) {

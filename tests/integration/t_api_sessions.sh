@@ -1,0 +1,316 @@
+#!/bin/sh
+# Persistent named shell sessions (GET /v1/lanes/{name}/shell?session=S,
+# GET/DELETE /v1/lanes/{name}/sessions) against a real lane, with an
+# independent WebSocket client (python3, raw socket, written here):
+#  - a session keeps cwd, environment and background jobs across a dropped
+#    client; reattaching replays its recent output first (the ring is
+#    bounded: 64 KiB, and the newest bytes are the ones kept);
+#  - a second client gets 409 session_busy; takeover=1 detaches the first;
+#  - list shows name/pid/attached; DELETE kills it; stopping the lane ends
+#    every session (and tells an attached client);
+#  - lanectl shell --session under a real PTY: Ctrl-P Ctrl-Q detaches and
+#    leaves the session running; lanectl shell ls / kill.
+set -eu
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lanes.sh"
+need_cmd python3
+
+test_tmpdir
+cat >"$T/sess.py" <<'PY'
+import base64, json, os, re, socket, struct, sys, time
+
+SOCK = sys.argv[1]
+
+def http(method, path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(60)
+    s.connect(SOCK)
+    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: lanes\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".encode())
+    data = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        data += d
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split()[1])
+    if b"chunked" in head.lower():
+        out, rest = b"", body
+        while rest:
+            n, _, rest = rest.partition(b"\r\n")
+            n = int(n, 16)
+            if n == 0:
+                break
+            out, rest = out + rest[:n], rest[n + 2:]
+        body = out
+    return status, (json.loads(body) if body.strip() else None)
+
+class WS:
+    def __init__(self, path):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.settimeout(90)
+        self.s.connect(SOCK)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.s.sendall((f"GET {path} HTTP/1.1\r\nHost: lanes\r\nUpgrade: websocket\r\n"
+                        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                        "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            d = self.s.recv(4096)
+            if not d:
+                raise SystemExit("EOF during handshake: %r" % self.buf)
+            self.buf += d
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        self.status = int(head.split()[1])
+        self.head = head.decode()
+        self.body = self.buf
+        self.out = b""
+        self.ctls = []
+
+    def send(self, op, data):
+        if isinstance(data, str):
+            data = data.encode()
+        mask = os.urandom(4)
+        n = len(data)
+        h = bytes([0x80 | op])
+        if n < 126: h += bytes([0x80 | n])
+        elif n < 65536: h += bytes([0x80 | 126]) + struct.pack(">H", n)
+        else: h += bytes([0x80 | 127]) + struct.pack(">Q", n)
+        self.s.sendall(h + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+    def stdin(self, text): self.send(2, text)
+
+    def _need(self, n):
+        while len(self.buf) < n:
+            d = self.s.recv(65536)
+            if not d:
+                raise EOFError()
+            self.buf += d
+        r, self.buf = self.buf[:n], self.buf[n:]
+        return r
+
+    def frame(self):
+        b0, b1 = self._need(2)
+        assert not (b1 & 0x80), "server frame masked"
+        n = b1 & 0x7f
+        if n == 126: n = struct.unpack(">H", self._need(2))[0]
+        elif n == 127: n = struct.unpack(">Q", self._need(8))[0]
+        return b0 & 0x0f, self._need(n)
+
+    def started(self):
+        op, d = self.frame()
+        m = json.loads(d)
+        assert op == 1 and m["type"] == "started", (op, d)
+        return m
+
+    def until(self, needle, timeout=90):
+        end = time.time() + timeout
+        while needle.encode() not in self.out:
+            if time.time() > end:
+                raise SystemExit("timeout waiting for %r; output so far %r" % (needle, self.out[-500:]))
+            op, d = self.frame()
+            if op == 2: self.out += d
+            elif op == 1: self.ctls.append(json.loads(d))
+            elif op == 8: raise SystemExit("closed while waiting for %r: %r; output %r" % (needle, d, self.out[-500:]))
+
+    def until_close(self):
+        """Read to the close frame; returns (last control message, close code)."""
+        last = None
+        while True:
+            op, d = self.frame()
+            if op == 2: self.out += d
+            elif op == 1: last = json.loads(d); self.ctls.append(last)
+            elif op == 8:
+                code = struct.unpack(">H", d[:2])[0] if len(d) >= 2 else 1005
+                try: self.send(8, d[:2])
+                except OSError: pass
+                return last, code
+
+    def drop(self):
+        self.s.close()  # no close frame: a client that went away
+
+def sessions(lane):
+    st, body = http("GET", f"/v1/lanes/{lane}/sessions")
+    assert st == 200, (st, body)
+    return {s["name"]: s for s in body["sessions"]}
+
+def wait(cond, what, t=30):
+    end = time.time() + t
+    while not cond():
+        if time.time() > end:
+            raise SystemExit("timeout: " + what)
+        time.sleep(0.2)
+
+scenario, lane = sys.argv[2], sys.argv[3]
+if scenario == "persist":
+    ws = WS(f"/v1/lanes/{lane}/shell?session=work&rows=30&cols=100")
+    assert ws.status == 101, ws.head
+    m = ws.started()
+    assert m["session"] == "work" and m["created"] is True, m
+    # the PTY echoes what we type: expected output is computed, never typed
+    ws.stdin("cd /tmp; export X=sess$((6*7)); sleep 1000 & echo mark-$((3*5))\n")
+    ws.until("mark-15")
+    ws.stdin("echo pid=$$\n")
+    ws.until("pid=")
+    while not re.search(rb"pid=(\d+)", ws.out):
+        op, d = ws.frame()
+        if op == 2: ws.out += d
+    shell_pid = int(re.search(rb"pid=(\d+)", ws.out).group(1))
+    s = sessions(lane)["work"]
+    assert s["attached"] is True and s["pid"] == shell_pid, (s, shell_pid)
+    ws.drop()
+    wait(lambda: sessions(lane)["work"]["attached"] is False, "session still attached after its client left")
+    # output made while nobody is attached lands in the replay ring
+    st, _ = http("GET", f"/v1/lanes/{lane}/sessions")
+    time.sleep(1)
+    ws = WS(f"/v1/lanes/{lane}/shell?session=work")
+    assert ws.status == 101, ws.head
+    m = ws.started()
+    assert m["created"] is False and m["replayed"] > 0, m
+    op, d = ws.frame()
+    assert op == 2 and b"mark-15" in d, ("no replay of earlier output", op, d[-300:])
+    ws.out = b""
+    ws.stdin("echo cwd=$(pwd) x=$X; jobs; echo done-$((1+1))\n")
+    ws.until("done-2")
+    assert b"cwd=/tmp x=sess42" in ws.out, ws.out
+    assert re.search(rb"Running\s+sleep 1000", ws.out), ws.out
+    # a second client is refused while one is attached
+    other = WS(f"/v1/lanes/{lane}/shell?session=work")
+    assert other.status == 409 and b"session_busy" in other.head.encode() + other.body, (other.head, other.body)
+    # ... unless it takes over: the first one is told and closed
+    other = WS(f"/v1/lanes/{lane}/shell?session=work&takeover=1")
+    assert other.status == 101, other.head
+    assert other.started()["created"] is False
+    last, code = ws.until_close()
+    assert last == {"type": "detached", "reason": "taken_over"} and code == 1000, (last, code)
+    other.out = b""
+    other.stdin("echo still-$X-$((2+3))\n")
+    other.until("still-sess42-5")
+    # the ring keeps the newest 64 KiB: 300 KB of output, then a marker
+    other.stdin("head -c 300000 /dev/zero | tr '\\0' y; echo; echo tail-$((7*7))\n")
+    other.until("tail-49")
+    other.drop()
+    wait(lambda: sessions(lane)["work"]["attached"] is False, "still attached")
+    s = sessions(lane)["work"]
+    assert s["buffered_bytes"] == 65536, s
+    ws = WS(f"/v1/lanes/{lane}/shell?session=work")
+    m = ws.started()
+    op, d = ws.frame()
+    assert op == 2 and len(d) == 65536 and b"tail-49" in d and b"mark-15" not in d, (len(d), d[-200:])
+    # the shell exits: the session ends with it
+    ws.stdin("exit 4\n")
+    last, code = ws.until_close()
+    assert last["type"] == "exit" and last["exit_code"] == 4 and code == 1000, (last, code)
+    assert "work" not in sessions(lane)
+    print(shell_pid)
+elif scenario == "kill":
+    ws = WS(f"/v1/lanes/{lane}/shell?session=k1")
+    assert ws.status == 101 and ws.started()["created"] is True
+    ws.stdin("echo ready-$((1+1))\n")
+    ws.until("ready-2")
+    st, _ = http("DELETE", f"/v1/lanes/{lane}/sessions/k1")
+    assert st == 204, st
+    last, code = ws.until_close()
+    assert last == {"type": "detached", "reason": "killed"}, last
+    assert "k1" not in sessions(lane)
+    st, body = http("DELETE", f"/v1/lanes/{lane}/sessions/k1")
+    assert st == 404 and body["error"]["code"] == "session_not_found" if isinstance(body.get("error"), dict) else st == 404, (st, body)
+    ws = WS(f"/v1/lanes/{lane}/shell?session=bad/name")
+    assert ws.status in (400, 404), ws.head
+    ws = WS(f"/v1/lanes/{lane}/shell?session=.hidden")
+    assert ws.status == 400, ws.head
+    print("kill ok")
+elif scenario == "open":
+    # leave a session with an attached client, for the lane-stop check
+    ws = WS(f"/v1/lanes/{lane}/shell?session=stopme")
+    assert ws.status == 101 and ws.started()["created"] is True
+    ws.stdin("echo up-$((4+4))\n")
+    ws.until("up-8")
+    sys.stdout.write("attached\n")
+    sys.stdout.flush()
+    last, code = ws.until_close()
+    assert last["type"] == "error" and last["code"] == "session_ended" and code == 1011, (last, code)
+    print("ended ok")
+elif scenario == "list":
+    print(json.dumps(sessions(lane)))
+PY
+
+lanes_start
+lanes_image minimal
+lc create ss --image minimal --disk 1 >/dev/null
+lc boot ss >/dev/null
+
+log "session keeps cwd/env/jobs across a dropped client; replay; busy/takeover; ring bound; exit ends it"
+pid=$(python3 "$T/sess.py" "$LANES_SOCKET" persist ss) || fail "persist scenario"
+# the shell exited with "exit 4"; its background sleep (its own process group) may live on
+lc exec ss -- kill -0 "$pid" 2>/dev/null && fail "session shell $pid still running after exit"
+
+log "DELETE kills a session; bad names"
+python3 "$T/sess.py" "$LANES_SOCKET" kill ss || fail "kill scenario"
+
+log "lanectl shell --session under a real PTY: detach keys, reattach, ls, kill"
+python3 - "$LANES_BUILD/bin/lanectl" "$LANES_SOCKET" <<'EOF' || fail "lanectl shell --session"
+import os, pty, sys, time, select, fcntl, termios, struct
+lanectl, sock = sys.argv[1], sys.argv[2]
+def start():
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(lanectl, [lanectl, "--socket", sock, "shell", "--session", "dev", "ss"])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
+    return pid, fd
+out = b""
+def until(fd, needle, t=90):
+    global out
+    end = time.time() + t
+    while needle not in out:
+        if time.time() > end:
+            raise SystemExit("timeout waiting for %r in %r" % (needle, out[-400:]))
+        r, _, _ = select.select([fd], [], [], 1)
+        if r:
+            try:
+                out += os.read(fd, 65536)
+            except OSError:
+                raise SystemExit("lanectl ended early: %r" % out[-400:])
+pid, fd = start()
+until(fd, b"new session 'dev'")
+os.write(fd, b"cd /etc; export Y=why$((2*21))\n")
+# a lone Ctrl-P is passed on (with the next key): here it is erased by Ctrl-U
+os.write(fd, b"\x10a\x15echo y=$Y\n")
+until(fd, b"y=why42")
+os.write(fd, b"\x10\x11")   # Ctrl-P Ctrl-Q: detach
+_, st = os.waitpid(pid, 0)
+assert os.WIFEXITED(st) and os.WEXITSTATUS(st) == 0, st
+out = b""
+pid, fd = start()
+until(fd, b"attached to session 'dev'")
+until(fd, b"y=why42")          # replayed
+os.write(fd, b"echo at=$(pwd)-$Y\n")
+until(fd, b"at=/etc-why42")
+os.write(fd, b"\x10\x11")
+_, st = os.waitpid(pid, 0)
+assert os.WIFEXITED(st) and os.WEXITSTATUS(st) == 0, st
+print("lanectl shell --session ok")
+EOF
+lc shell ls ss >"$T/ls.txt" || fail "shell ls"
+grep -Eq '^NAME +PID +ATTACHED' "$T/ls.txt" || fail "shell ls header: $(cat "$T/ls.txt")"
+grep -Eq '^dev +[0-9]+ +no ' "$T/ls.txt" || fail "shell ls row: $(cat "$T/ls.txt")"
+lc shell ls ss --json | python3 -c '
+import json, sys
+s = json.load(sys.stdin)["sessions"]
+assert [x["name"] for x in s] == ["dev"] and s[0]["attached"] is False and s[0]["pid"] > 1, s
+' || fail "shell ls --json"
+lc shell kill ss dev || fail "shell kill"
+[ "$(python3 "$T/sess.py" "$LANES_SOCKET" list ss)" = "{}" ] || fail "dev still listed after kill"
+expect_fail "no session 'dev'" lc shell kill ss dev
+
+log "stopping the lane ends its sessions (and tells an attached client)"
+python3 "$T/sess.py" "$LANES_SOCKET" open ss >"$T/open.out" 2>&1 &
+opener=$!
+wait_for 90 _lib_has_line "$T/open.out" '^attached' || fail "open scenario: $(cat "$T/open.out")"
+lc stop ss >/dev/null
+wait "$opener" || fail "attached client at lane stop: $(cat "$T/open.out")"
+grep -q "ended ok" "$T/open.out" || fail "open scenario: $(cat "$T/open.out")"
+lc boot ss >/dev/null
+[ "$(python3 "$T/sess.py" "$LANES_SOCKET" list ss)" = "{}" ] || fail "sessions survived a lane stop"
+log "ok"
