@@ -6,7 +6,8 @@
  *   GET  /v1/lanes/{name}/secrets           names, hosts, placeholders — never values
  *   PUT  /v1/lanes/{name}/secrets/{secret}  {"value": "...", "hosts": [...]}
  *   DELETE /v1/lanes/{name}/secrets/{secret}
- *   GET  /v1/lanes/{name}/audit?after=ID&limit=N[&format=jsonl]
+ *   GET  /v1/lanes/{name}/audit?after=ID&limit=N[&kind=K][&decision=D][&host=GLOB]
+ *        [&since=MS][&until=MS][&format=json|jsonl]
  *
  * Secret values are write-only: stored in SQLite and in netmed's 0600 file,
  * never echoed. A running lane picks up secret changes at once: netmed is
@@ -347,20 +348,67 @@ static void h_secret_delete(http_req_t *req, void *ctx)
 
 /* ---- audit ------------------------------------------------------------------------------------- */
 
+/* A query integer in [lo, hi]; absent -> *out untouched. 0 or answers 400. */
+static int audit_int(http_req_t *req, const char *key, int64_t lo, int64_t hi, int64_t *out)
+{
+    const char *v = http_req_query(req, key);
+    if (!v)
+        return 1;
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (!*v || *end || errno || n < lo || n > hi) {
+        http_req_respond_error(req, 400, "invalid", "query parameter '%s' must be an integer in [%lld, %lld]", key,
+                               (long long)lo, (long long)hi);
+        return 0;
+    }
+    *out = n;
+    return 1;
+}
+
+/* A short token of [A-Za-z0-9._-] (plus '*' and ':' for hosts); else 400. */
+static int audit_word(http_req_t *req, const char *key, int is_host, const char **out)
+{
+    const char *v = http_req_query(req, key);
+    if (!v)
+        return 1;
+    size_t n = strlen(v);
+    int ok = n > 0 && n <= 253;
+    for (size_t i = 0; ok && i < n; i++) {
+        char c = v[i];
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
+             c == '_' || (is_host && (c == '*' || c == ':'));
+    }
+    if (!ok) {
+        http_req_respond_error(req, 400, "invalid", "query parameter '%s' has characters outside %s", key,
+                               is_host ? "a host name or address (with '*' wildcards)" : "[A-Za-z0-9._-]");
+        return 0;
+    }
+    *out = v;
+    return 1;
+}
+
 static void h_audit(http_req_t *req, void *ctx)
 {
     lanesd_t *d = ctx;
     lane_rt_t *l = api_lane_or_404(d, req);
     if (!l)
         return;
-    net_audit_ingest(l); /* include what netmed wrote in the last second */
-    const char *after = http_req_query(req, "after"), *limit = http_req_query(req, "limit");
+    db_audit_query_t q = {.limit = 1000};
+    int64_t limit = q.limit;
+    if (!audit_int(req, "after", 0, INT64_MAX, &q.after_id) || !audit_int(req, "limit", 1, 100000, &limit) ||
+        !audit_int(req, "since", 0, INT64_MAX, &q.since_ms) || !audit_int(req, "until", 0, INT64_MAX, &q.until_ms) ||
+        !audit_word(req, "kind", 0, &q.ev) || !audit_word(req, "decision", 0, &q.decision) ||
+        !audit_word(req, "host", 1, &q.host_glob))
+        return;
+    q.limit = (int)limit;
     const char *format = http_req_query(req, "format");
-    int64_t a = after ? strtoll(after, NULL, 10) : 0;
-    int n = limit ? atoi(limit) : 1000;
-    if (n <= 0 || n > 100000)
-        n = 1000;
-    json_object *entries = db_audit_json(d, l->id, a, n);
+    if (format && strcmp(format, "json") != 0 && strcmp(format, "jsonl") != 0) {
+        http_req_respond_error(req, 400, "invalid", "query parameter 'format' must be json or jsonl");
+        return;
+    }
+    net_audit_ingest(l); /* include what netmed wrote in the last second */
+    json_object *entries = db_audit_json(d, l->id, &q);
     if (format && !strcmp(format, "jsonl")) {
         http_req_stream_begin(req, 200, "application/x-ndjson", NULL);
         for (size_t i = 0; i < json_object_array_length(entries); i++)

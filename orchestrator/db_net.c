@@ -145,18 +145,33 @@ int db_audit_insert(lanesd_t *d, const char *lane_id, const char *jsonl)
     return r;
 }
 
-json_object *db_audit_json(lanesd_t *d, const char *lane_id, int64_t after_id, int limit)
+json_object *db_audit_json(lanesd_t *d, const char *lane_id, const db_audit_query_t *q)
 {
     json_object *arr = json_object_new_array();
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(d->db, "SELECT id,record FROM audit WHERE lane_id=? AND id>? ORDER BY id LIMIT ?", -1,
-                           &st, NULL) != SQLITE_OK) {
+    /* A NULL parameter disables its condition, so one statement serves
+     * every combination of filters (and the (lane_id, id) index still
+     * drives the scan). */
+    if (sqlite3_prepare_v2(d->db,
+                           "SELECT id,record FROM audit WHERE lane_id=?1 AND id>?2"
+                           " AND (?4 IS NULL OR ev=?4) AND (?5 IS NULL OR decision=?5)"
+                           " AND (?6 IS NULL OR host GLOB ?6)"
+                           " AND (?7 IS NULL OR ts>=?7) AND (?8 IS NULL OR ts<?8)"
+                           " ORDER BY id LIMIT ?3",
+                           -1, &st, NULL) != SQLITE_OK) {
         dbn_fail(d, "prepare audit query", st);
         return arr;
     }
     sqlite3_bind_text(st, 1, lane_id, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 2, after_id);
-    sqlite3_bind_int(st, 3, limit);
+    sqlite3_bind_int64(st, 2, q->after_id);
+    sqlite3_bind_int(st, 3, q->limit);
+    dbn_text(st, 4, q->ev);
+    dbn_text(st, 5, q->decision);
+    dbn_text(st, 6, q->host_glob);
+    if (q->since_ms > 0)
+        sqlite3_bind_int64(st, 7, q->since_ms);
+    if (q->until_ms > 0)
+        sqlite3_bind_int64(st, 8, q->until_ms);
     while (sqlite3_step(st) == SQLITE_ROW) {
         json_object *rec = json_tokener_parse((const char *)sqlite3_column_text(st, 1));
         if (!rec)

@@ -215,7 +215,16 @@ int db_secret_delete(lanesd_t *d, const char *lane_id, const char *name);
 /* [{"name","hosts","placeholder"[,"value"]}] — values only for netmed's file. */
 json_object *db_secrets_json(lanesd_t *d, const char *lane_id, int with_values);
 int db_audit_insert(lanesd_t *d, const char *lane_id, const char *jsonl);
-json_object *db_audit_json(lanesd_t *d, const char *lane_id, int64_t after_id, int limit);
+/* Which audit entries a query wants; NULL/0 fields do not filter. */
+typedef struct {
+    int64_t after_id;            /* entries with a larger id */
+    int limit;                   /* at most this many, oldest first */
+    const char *ev;              /* "conn", "dns", "http", ... */
+    const char *decision;        /* "allow", "deny", ... */
+    const char *host_glob;       /* host, '*' matching any run of characters */
+    int64_t since_ms, until_ms;  /* recorded in [since, until) */
+} db_audit_query_t;
+json_object *db_audit_json(lanesd_t *d, const char *lane_id, const db_audit_query_t *q);
 void db_lane_forget_network(lanesd_t *d, const char *lane_id);
 
 /* ---- api_*.c ------------------------------------------------------------------ */

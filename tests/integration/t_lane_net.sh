@@ -106,6 +106,27 @@ assert any(x.get("decision") == "deny" for x in e), "no denial"
 assert any(x.get("ev") == "http" and "API_TOKEN" in json.dumps(x.get("secrets")) for x in e), "no secret use"
 assert "real-token" not in json.dumps(e), "secret value in the audit log"
 PY
+log "audit filters and JSONL export"
+api GET '/v1/lanes/web/audit?decision=deny' >"$T/deny.json"
+api GET '/v1/lanes/web/audit?kind=http&host=*.lanes.test' >"$T/http.json"
+api GET "/v1/lanes/web/audit?until=$(( $(date +%s) * 1000 - 3600000 ))" >"$T/old.json"
+python3 - "$T/audit" "$T/deny.json" "$T/http.json" "$T/old.json" <<'PY' || fail "audit filters: $(head -c 1500 "$T/deny.json" "$T/http.json")"
+import json, sys
+allv, deny, http, old = (json.load(open(p))["entries"] for p in sys.argv[1:])
+assert deny and all(x.get("decision") == "deny" for x in deny), "decision filter"
+assert len(deny) == sum(1 for x in allv if x.get("decision") == "deny"), "decision filter dropped entries"
+assert http and all(x.get("ev") == "http" and x.get("host", "").endswith(".lanes.test") for x in http), "kind/host filter"
+assert old == [], "until filter: entries recorded an hour before the lane existed"
+PY
+lc audit web --jsonl --kind conn >"$T/conn.jsonl"
+python3 -c 'import json,sys; l=[json.loads(x) for x in open(sys.argv[1])]; assert l and all(x["ev"]=="conn" for x in l)' \
+    "$T/conn.jsonl" || fail "lanectl audit --jsonl --kind conn: $(head -c 500 "$T/conn.jsonl")"
+[ "$(lc audit web --decision deny --since 1h | grep -c deny)" -ge 1 ] || fail "lanectl audit --decision deny --since 1h"
+expect_fail "limit" lc audit web --limit 0
+for q in 'host=a%20b' 'since=yesterday' 'limit=0' 'kind=%27x' 'format=xml'; do
+    api GET "/v1/lanes/web/audit?$q" >"$T/bad.json"
+    [ "$API_STATUS" = 400 ] && grep -q '"invalid"' "$T/bad.json" || fail "audit?$q: $API_STATUS $(cat "$T/bad.json")"
+done
 
 log "netmed killed: the lane is offline, not open, until lanesd restarts it"
 npid=$(pgrep -f -- "netmed --netns lanes-$(lc inspect web | json_field id)" | head -n1)
