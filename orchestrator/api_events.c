@@ -7,6 +7,8 @@
  * which writes one line to each subscriber whose filters match:
  *   {"id":N,"ts":MS,"lane":"name"|null,"lane_id":"..."|null,"kind":"state",
  *    "detail":"booting -> running", "state":"running"}   ("state" for kind=state)
+ * Kinds approval.pending / approval.decided (api_approvals.c) also carry
+ * "approval_id"; policy.denied reports refused connections and requests.
  * "id" is the event's row id in the events table: a client that reconnects
  * with ?since=ID first gets the stored events after ID (at most
  * EVENTS_REPLAY_MAX), then live ones, without a gap (replay and
@@ -71,6 +73,8 @@ static json_object *event_json(lanesd_t *d, int64_t id, int64_t ts, const char *
     json_object_object_add(o, "lane_id", lane_id ? json_object_new_string(lane_id) : NULL);
     json_object_object_add(o, "kind", json_object_new_string(kind));
     json_object_object_add(o, "detail", detail ? json_object_new_string(detail) : NULL);
+    if (!strncmp(kind, "approval.", 9) && detail) /* "ID ..." */
+        json_object_object_add(o, "approval_id", json_object_new_string_len(detail, (int)strcspn(detail, " ")));
     if (!strcmp(kind, "state") && detail) {
         /* "from -> to[: reason]" */
         const char *arrow = strstr(detail, " -> ");

@@ -9,6 +9,11 @@
  *                                        or lost their lane
  *   lanes_http_responses_total{code=...} counter: responses by status
  *   lanes_event_subscribers              gauge: open /v1/events streams
+ *   lanes_netmed_bytes_total{lane=...,direction=up|down}
+ *                                        counter: bytes netmed relayed for a
+ *                                        lane (guest->internet is "up"), from
+ *                                        its audited connections; persists
+ *                                        across lanesd restarts
  *
  * Histograms count since lanesd started. State lives in lanesd_t->metrics,
  * created on first use. Threading: the uv loop only.
@@ -125,6 +130,25 @@ static void emit_histogram(text_t *t, const char *name, const char *help, const 
          name, h->count);
 }
 
+typedef struct {
+    lanesd_t *d;
+    text_t *t;
+} net_bytes_emit_t;
+
+static void emit_net_bytes(const char *lane_id, int64_t up, int64_t down, void *ud)
+{
+    net_bytes_emit_t *e = ud;
+    const char *name = NULL;
+    for (lane_rt_t *l = e->d->lanes; l && !name; l = l->next)
+        if (!strcmp(l->id, lane_id))
+            name = l->name;
+    if (!name)
+        return; /* lane removed since (its row is being forgotten) */
+    /* Lane names are [a-z0-9-], safe inside a label value. */
+    emit(e->t, "lanes_netmed_bytes_total{lane=\"%s\",direction=\"up\"} %" PRId64 "\n", name, up);
+    emit(e->t, "lanes_netmed_bytes_total{lane=\"%s\",direction=\"down\"} %" PRId64 "\n", name, down);
+}
+
 static void h_metrics(http_req_t *req, void *ctx)
 {
     lanesd_t *d = ctx;
@@ -157,6 +181,10 @@ static void h_metrics(http_req_t *req, void *ctx)
     emit(&t, "# HELP lanes_event_subscribers Open /v1/events streams.\n# TYPE lanes_event_subscribers gauge\n"
              "lanes_event_subscribers %d\n",
          api_events_subscribers(d));
+    emit(&t, "# HELP lanes_netmed_bytes_total Bytes netmed relayed for a lane (up: guest to internet).\n"
+             "# TYPE lanes_netmed_bytes_total counter\n");
+    net_bytes_emit_t ne = {d, &t};
+    db_net_bytes_each(d, emit_net_bytes, &ne);
     if (t.oom) {
         free(t.s);
         http_req_respond_error(req, 500, "internal", "out of memory");

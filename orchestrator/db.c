@@ -36,6 +36,10 @@ static const char schema[] =
     "  id INTEGER PRIMARY KEY AUTOINCREMENT, lane_id TEXT NOT NULL, ts INTEGER NOT NULL,"
     "  ev TEXT, decision TEXT, host TEXT, record TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS audit_lane ON audit(lane_id, id);"
+    /* Bytes netmed relayed per lane, summed from audited connections as
+     * they are ingested (so /metrics never scans the audit table). */
+    "CREATE TABLE IF NOT EXISTS net_bytes("
+    "  lane_id TEXT PRIMARY KEY, up INTEGER NOT NULL DEFAULT 0, down INTEGER NOT NULL DEFAULT 0);"
     "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '1');";
 
 /* Columns added after schema 1, applied idempotently to older databases. */

@@ -141,8 +141,42 @@ int db_audit_insert(lanesd_t *d, const char *lane_id, const char *jsonl)
         r = dbn_fail(d, "insert audit", st);
     else
         sqlite3_finalize(st);
+    int64_t up = json_object_object_get_ex(rec, "up", &v) ? json_object_get_int64(v) : 0;
+    int64_t down = json_object_object_get_ex(rec, "down", &v) ? json_object_get_int64(v) : 0;
+    if (r == 0 && ev && !strcmp(ev, "conn") && (up > 0 || down > 0)) {
+        st = NULL;
+        if (sqlite3_prepare_v2(d->db,
+                               "INSERT INTO net_bytes(lane_id,up,down) VALUES(?1,?2,?3) ON CONFLICT(lane_id) DO "
+                               "UPDATE SET up=up+excluded.up, down=down+excluded.down",
+                               -1, &st, NULL) != SQLITE_OK) {
+            r = dbn_fail(d, "prepare net bytes", st);
+        } else {
+            sqlite3_bind_text(st, 1, lane_id, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_int64(st, 2, up > 0 ? up : 0);
+            sqlite3_bind_int64(st, 3, down > 0 ? down : 0);
+            if (sqlite3_step(st) != SQLITE_DONE)
+                r = dbn_fail(d, "update net bytes", st);
+            else
+                sqlite3_finalize(st);
+        }
+    }
     json_object_put(rec);
     return r;
+}
+
+int db_net_bytes_each(lanesd_t *d, void (*fn)(const char *lane_id, int64_t up, int64_t down, void *ud), void *ud)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(d->db, "SELECT lane_id,up,down FROM net_bytes ORDER BY lane_id", -1, &st, NULL) !=
+        SQLITE_OK)
+        return dbn_fail(d, "prepare net bytes query", st);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        fn((const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2), ud);
+    if (rc != SQLITE_DONE)
+        return dbn_fail(d, "query net bytes", st);
+    sqlite3_finalize(st);
+    return 0;
 }
 
 json_object *db_audit_json(lanesd_t *d, const char *lane_id, const db_audit_query_t *q)
@@ -185,8 +219,9 @@ json_object *db_audit_json(lanesd_t *d, const char *lane_id, const db_audit_quer
 
 void db_lane_forget_network(lanesd_t *d, const char *lane_id)
 {
-    static const char *const sqls[] = {"DELETE FROM secrets WHERE lane_id=?", "DELETE FROM audit WHERE lane_id=?"};
-    for (size_t i = 0; i < 2; i++) {
+    static const char *const sqls[] = {"DELETE FROM secrets WHERE lane_id=?", "DELETE FROM audit WHERE lane_id=?",
+                                       "DELETE FROM net_bytes WHERE lane_id=?"};
+    for (size_t i = 0; i < sizeof(sqls) / sizeof(sqls[0]); i++) {
         sqlite3_stmt *st = NULL;
         if (sqlite3_prepare_v2(d->db, sqls[i], -1, &st, NULL) != SQLITE_OK) {
             dbn_fail(d, "prepare forget network", st);

@@ -226,6 +226,7 @@ int main(int argc, char **argv)
     api_logs_register(&d);
     api_archive_register(&d);
     api_events_register(&d);
+    api_approvals_register(&d);
     api_metrics_register(&d);
     api_stores_register(&d);
     auth_t *auth = NULL;

@@ -133,6 +133,7 @@ struct lanesd {
     struct api_events *events;   /* api_events.c: /v1/events subscribers */
     struct api_metrics *metrics; /* api_metrics.c: histograms */
     struct api_stores *stores;   /* api_stores.c: S3 stores, host id */
+    struct api_approvals *approvals; /* api_approvals.c: audit watchers */
     shell_session_t *shell_sessions; /* api_shell.c: named shell sessions of all lanes */
 };
 
@@ -225,6 +226,9 @@ typedef struct {
     int64_t since_ms, until_ms;  /* recorded in [since, until) */
 } db_audit_query_t;
 json_object *db_audit_json(lanesd_t *d, const char *lane_id, const db_audit_query_t *q);
+/* fn per lane with relayed bytes (guest->upstream, upstream->guest) since
+ * the lane was created. 0 or -EIO. */
+int db_net_bytes_each(lanesd_t *d, void (*fn)(const char *lane_id, int64_t up, int64_t down, void *ud), void *ud);
 void db_lane_forget_network(lanesd_t *d, const char *lane_id);
 
 /* ---- api_*.c ------------------------------------------------------------------ */
@@ -271,6 +275,8 @@ void api_logs_register(lanesd_t *d);
 void api_archive_register(lanesd_t *d);
 /* api_events.c: GET /v1/events; db_event() publishes every stored event. */
 void api_events_register(lanesd_t *d);
+/* api_approvals.c: approvals routes; approval/denial events from netmed's audit. */
+void api_approvals_register(lanesd_t *d);
 void api_events_publish(lanesd_t *d, int64_t id, const char *lane_id, const char *kind, const char *detail);
 int api_events_subscribers(const lanesd_t *d);
 /* api_metrics.c: GET /metrics; observers for boot events and exec exits. */

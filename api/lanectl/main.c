@@ -9,6 +9,9 @@
 int cmd_snapshot(lanectl_t *ctx, int argc, char **argv); /* cmd_snapshot.c */
 int cmd_fork(lanectl_t *ctx, int argc, char **argv);     /* cmd_fork.c */
 int cmd_store(lanectl_t *ctx, int argc, char **argv);    /* cmd_store.c */
+int cmd_approvals(lanectl_t *ctx, int argc, char **argv); /* cmd_approve.c */
+int cmd_approve(lanectl_t *ctx, int argc, char **argv);
+int cmd_deny(lanectl_t *ctx, int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -34,6 +37,9 @@ static const struct {
     {"policy", cmd_policy, "show or change a lane's network policy (live)"},
     {"secret", cmd_secret, "set, list and remove a lane's secrets (values are write-only)"},
     {"audit", cmd_audit, "a lane's network decisions and intercepted requests"},
+    {"approvals", cmd_approvals, "connections of a lane waiting for a human (\"ask\" rules)"},
+    {"approve", cmd_approve, "allow a waiting connection (--remember: keep it in the policy)"},
+    {"deny", cmd_deny, "refuse a waiting connection (--remember: keep it in the policy)"},
     {"doctor", cmd_doctor, "check this host can run lanes (KVM, QEMU, nbdkit, disk, lanesd)"},
     {"completion", cmd_completion, "print a bash or zsh completion script"},
     {"version", cmd_version, "show client and daemon versions"},

@@ -128,6 +128,14 @@ for q in 'host=a%20b' 'since=yesterday' 'limit=0' 'kind=%27x' 'format=xml'; do
     [ "$API_STATUS" = 400 ] && grep -q '"invalid"' "$T/bad.json" || fail "audit?$q: $API_STATUS $(cat "$T/bad.json")"
 done
 
+log "metrics: bytes through netmed"
+api GET /metrics >"$T/metrics"
+python3 - "$T/metrics" <<'PY' || fail "netmed bytes metric: $(grep netmed "$T/metrics")"
+import re, sys
+m = dict(re.findall(r'^lanes_netmed_bytes_total\{lane="web",direction="(up|down)"\} (\d+)$', open(sys.argv[1]).read(), re.M))
+assert int(m.get("up", 0)) > 0 and int(m.get("down", 0)) > 1000, m
+PY
+
 log "netmed killed: the lane is offline, not open, until lanesd restarts it"
 npid=$(pgrep -f -- "netmed --netns lanes-$(lc inspect web | json_field id)" | head -n1)
 [ -n "$npid" ] || fail "no netmed process"
