@@ -199,6 +199,21 @@ void control_serve_one(netmed_t *m, int cfd)
         json_object_object_add(o, "ok", json_object_new_boolean(1));
         json_object_object_add(o, "policy", po);
         reply(cfd, o);
+    } else if (strcmp(c, "secrets-reload") == 0) {
+        char err[512];
+        int count = netmed_secrets_reload(m, err, sizeof err);
+        if (count < 0) {
+            reply(cfd, err_obj(err));
+            goto out;
+        }
+        json_object *a = json_object_new_object();
+        json_object_object_add(a, "ev", json_object_new_string("secrets"));
+        json_object_object_add(a, "count", json_object_new_int(count));
+        audit_emit(m->audit, a);
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "ok", json_object_new_boolean(1));
+        json_object_object_add(o, "secrets", json_object_new_int(count));
+        reply(cfd, o);
     } else if (strcmp(c, "stats") == 0) {
         json_object *o = json_object_new_object(), *st = json_object_new_object();
         ST(conns_allowed);

@@ -46,6 +46,35 @@ void netmed_policy_set(netmed_t *m, policy_t *p)
     policy_unref(old);
 }
 
+secrets_t *netmed_secrets_get(netmed_t *m)
+{
+    pthread_mutex_lock(&m->lock);
+    secrets_t *ss = secrets_ref(m->secrets);
+    pthread_mutex_unlock(&m->lock);
+    return ss;
+}
+
+/* Re-read the --secrets file and swap the set. Open connections keep
+ * theirs until their next request (or next read, for a splice): nothing is
+ * dropped. On error the old set stays. Returns the count or -errno. */
+int netmed_secrets_reload(netmed_t *m, char *err, size_t errlen)
+{
+    if (!m->secrets_path) {
+        snprintf(err, errlen, "netmed was started without --secrets");
+        return -ENOENT;
+    }
+    secrets_t *ss;
+    int r = secrets_load(m->secrets_path, &ss, err, errlen);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&m->lock);
+    secrets_t *old = m->secrets;
+    m->secrets = ss;
+    pthread_mutex_unlock(&m->lock);
+    secrets_unref(old);
+    return (int)ss->n;
+}
+
 size_t netmed_host_addrs(netmed_t *m, netaddr_t *out, size_t max)
 {
     pthread_mutex_lock(&m->lock);
@@ -241,6 +270,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "netmed: %s\n", err);
         return 1;
     }
+    m.secrets_path = secrets_path;
     if (secrets_path && secrets_load(secrets_path, &m.secrets, err, sizeof err) < 0) {
         fprintf(stderr, "netmed: %s\n", err);
         return 1;

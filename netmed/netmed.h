@@ -48,7 +48,8 @@ typedef struct netmed {
     netaddr_t host_addrs[NETMED_MAX_HOST_ADDRS];
     size_t nhost;
 
-    secrets_t *secrets;          /* may be NULL */
+    secrets_t *secrets;          /* may be NULL; swapped whole under lock (reload) */
+    const char *secrets_path;    /* --secrets, re-read by "secrets-reload" */
     dns_table_t names;
     tls_t *tls;
     audit_t *audit;
@@ -61,6 +62,8 @@ typedef struct netmed {
 /* main.c */
 policy_t *netmed_policy_get(netmed_t *m);            /* new reference */
 void netmed_policy_set(netmed_t *m, policy_t *p);    /* takes the reference */
+secrets_t *netmed_secrets_get(netmed_t *m);          /* new reference (NULL: none) */
+int netmed_secrets_reload(netmed_t *m, char *err, size_t errlen); /* count or -errno */
 size_t netmed_host_addrs(netmed_t *m, netaddr_t *out, size_t max);
 int netmed_refresh_host_addrs(netmed_t *m);
 

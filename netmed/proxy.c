@@ -28,11 +28,13 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #define EP_BUF (HTTP_HEAD_MAX + 16384)
-#define IO_CHUNK 16384
+#define IO_CHUNK 65536
+#define SPLICE_PIPE (256 * 1024)
 #define MAX_NAMES 8
 #define MAX_RESOLVED 16
 #define PEEK_MAX 16384
@@ -58,6 +60,7 @@ typedef struct {
     const char *reason;
     bool blocked;           /* closed by a mid-stream check */
     bool scrub;             /* secrets exist for this name: mask responses */
+    secrets_t *ss;          /* the secrets set in use (a reference) */
     bool approved;          /* an ask rule's connection a human allowed */
     struct timespec t0;
 } conn_t;
@@ -149,7 +152,8 @@ static ssize_t ep_read(ep_t *e, void *b, size_t n)
 
 static bool ep_pending(ep_t *e)
 {
-    return e->off < e->len || (e->ssl && SSL_pending(e->ssl) > 0);
+    /* SSL_has_pending: also bytes read ahead but not yet decrypted */
+    return e->off < e->len || (e->ssl && SSL_has_pending(e->ssl));
 }
 
 /* Read a head (through CRLFCRLF) into the buffer: returns its length at
@@ -265,9 +269,9 @@ static void audit_http(conn_t *c, req_log_t *r)
     json_object_object_add(o, "up", json_object_new_int64((int64_t)r->up));
     json_object_object_add(o, "down", json_object_new_int64((int64_t)r->down));
     json_object *names = json_object_new_array();
-    for (size_t i = 0; c->m->secrets && i < c->m->secrets->n && i < 64; i++)
+    for (size_t i = 0; c->ss && i < c->ss->n && i < 64; i++)
         if (r->used[i])
-            json_object_array_add(names, json_object_new_string(c->m->secrets->s[i].name));
+            json_object_array_add(names, json_object_new_string(c->ss->s[i].name));
     json_object_object_add(o, "secrets", names);
     if (r->reason)
         json_object_object_add(o, "reason", json_object_new_string(r->reason));
@@ -483,6 +487,31 @@ static void reset_close(int fd)
     close(fd);
 }
 
+/* ---- secrets in use ---------------------------------------------------- */
+
+static bool secrets_for_host(const secrets_t *ss, const char *name)
+{
+    for (size_t i = 0; ss && i < ss->n; i++)
+        if (secret_host_allowed(&ss->s[i], name))
+            return true;
+    return false;
+}
+
+/* Take netmed's current secrets set if it changed since this connection
+ * took its own (a live reload). true if it changed. */
+static bool conn_secrets_refresh(conn_t *c)
+{
+    secrets_t *cur = netmed_secrets_get(c->m);
+    if (cur == c->ss) {
+        secrets_unref(cur);
+        return false;
+    }
+    secrets_unref(c->ss);
+    c->ss = cur;
+    c->scrub = c->has_name && secrets_for_host(cur, c->name);
+    return true;
+}
+
 /* ---- splice / tunnel ------------------------------------------------- */
 
 /* Check the guest's first bytes of a named, non-intercepted connection:
@@ -532,6 +561,48 @@ static int inspect_first(conn_t *c, const char *b, size_t n)
     return 1;                           /* another protocol: nothing to check */
 }
 
+/* A filter that still has to see the bytes (secrets to look for, or bytes
+ * it holds back): that direction cannot be spliced. */
+static bool filter_active(const secret_filter_t *f)
+{
+    return f && ((f->ss && f->ss->n > 0) || f->len > 0);
+}
+
+/* Pipe for zero-copy relaying (lazily made; -1 fds: copy instead). */
+static bool splice_pipe(int p[2])
+{
+    if (p[0] >= 0)
+        return true;
+    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0) {
+        p[0] = p[1] = -1;
+        return false;
+    }
+    fcntl(p[1], F_SETPIPE_SZ, SPLICE_PIPE);   /* best effort: default is 64 KiB */
+    return true;
+}
+
+/* Move what src has now into dst through the pipe, without copying it
+ * through user space. Bytes moved (>0), 0 on EOF, -EAGAIN if src had
+ * nothing after all, other <0 errors. */
+static ssize_t splice_once(int src, int dst, const int p[2])
+{
+    ssize_t n;
+    do
+        n = splice(src, NULL, p[1], NULL, SPLICE_PIPE, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0)
+        return n < 0 ? -errno : 0;
+    for (size_t left = (size_t)n; left > 0;) {
+        ssize_t w = splice(p[0], NULL, dst, NULL, left, SPLICE_F_MOVE);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? -errno : -EPIPE;
+        left -= (size_t)w;
+    }
+    return n;
+}
+
 /* Relay both directions until both are closed. up_f scans guest→upstream
  * for placeholders, down_f masks upstream→guest (either may be NULL). */
 static int tunnel(conn_t *c, secret_filter_t *up_f, secret_filter_t *down_f, bool inspect)
@@ -541,6 +612,10 @@ static int tunnel(conn_t *c, secret_filter_t *up_f, secret_filter_t *down_f, boo
     size_t npeek = 0;
     bool g_open = true, u_open = true;
     int rc = 0;
+    /* Plain TCP both ways: directions no filter needs to see are spliced
+     * (zero copy); TLS, read-ahead bytes or an active filter use buf. */
+    int pup[2] = { -1, -1 }, pdown[2] = { -1, -1 };
+    bool plain = !c->g.ssl && !c->u.ssl;
     if (!buf || (inspect && !peek)) {
         rc = -ENOMEM;
         goto out;
@@ -559,6 +634,40 @@ static int tunnel(conn_t *c, secret_filter_t *up_f, secret_filter_t *down_f, boo
             }
             g_ready = pf[0].revents != 0;
             u_ready = pf[1].revents != 0;
+        }
+        if (up_f && conn_secrets_refresh(c)) {
+            /* live reload: scan (and mask) with the new set from here on */
+            secret_filter_rebind(up_f, c->ss);
+            if (down_f)
+                secret_filter_rebind(down_f, c->scrub ? c->ss : NULL);
+        }
+        if (g_ready && plain && !inspect && c->g.off >= c->g.len && !filter_active(up_f) && splice_pipe(pup)) {
+            ssize_t n = splice_once(c->g.fd, c->u.fd, pup);
+            if (n < 0 && n != -EAGAIN) {
+                rc = (int)n;
+                break;
+            }
+            if (n > 0)
+                c->up += (uint64_t)n;
+            if (n == 0) {
+                g_open = false;
+                shutdown(c->u.fd, SHUT_WR);
+            }
+            g_ready = false;
+        }
+        if (u_ready && plain && c->u.off >= c->u.len && !filter_active(down_f) && splice_pipe(pdown)) {
+            ssize_t n = splice_once(c->u.fd, c->g.fd, pdown);
+            if (n < 0 && n != -EAGAIN) {
+                rc = (int)n;
+                break;
+            }
+            if (n > 0)
+                c->down += (uint64_t)n;
+            if (n == 0) {
+                u_open = false;
+                shutdown(c->g.fd, SHUT_WR);
+            }
+            u_ready = false;
         }
         if (g_ready) {
             ssize_t n = ep_read(&c->g, buf, IO_CHUNK);
@@ -582,7 +691,7 @@ static int tunnel(conn_t *c, secret_filter_t *up_f, secret_filter_t *down_f, boo
                     continue;           /* hold everything until decided */
                 inspect = false;
                 memcpy(buf, peek, npeek < IO_CHUNK ? npeek : IO_CHUNK);
-                if (npeek > IO_CHUNK) {  /* cannot happen: PEEK_MAX == IO_CHUNK */
+                if (npeek > IO_CHUNK) {  /* cannot happen: PEEK_MAX <= IO_CHUNK */
                     rc = -EINVAL;
                     break;
                 }
@@ -639,6 +748,12 @@ static int tunnel(conn_t *c, secret_filter_t *up_f, secret_filter_t *down_f, boo
         }
     }
 out:
+    for (int i = 0; i < 2; i++) {
+        if (pup[i] >= 0)
+            close(pup[i]);
+        if (pdown[i] >= 0)
+            close(pdown[i]);
+    }
     free(buf);
     free(peek);
     return rc;
@@ -771,14 +886,6 @@ out:
     return rc;
 }
 
-static bool secrets_for_host(const secrets_t *ss, const char *name)
-{
-    for (size_t i = 0; ss && i < ss->n; i++)
-        if (secret_host_allowed(&ss->s[i], name))
-            return true;
-    return false;
-}
-
 /* Append to a growable string; -ENOMEM on failure. */
 typedef struct {
     char *s;
@@ -816,7 +923,8 @@ static void sb_free(sbuf_t *b)
 static int http_exchange(conn_t *c, bool tls)
 {
     netmed_t *m = c->m;
-    const secrets_t *ss = m->secrets;
+    conn_secrets_refresh(c);            /* every request sees the current secrets */
+    const secrets_t *ss = c->ss;
     req_log_t log;
     memset(&log, 0, sizeof log);
     log.decision = "allow";
@@ -1064,6 +1172,7 @@ void *proxy_conn_thread(void *arg)
     free(ca);
     clock_gettime(CLOCK_MONOTONIC, &c->t0);
     c->p = netmed_policy_get(m);
+    c->ss = netmed_secrets_get(m);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     netaddr_t dialaddr;
@@ -1095,12 +1204,12 @@ void *proxy_conn_thread(void *arg)
         goto out;
     ok = true;
     STAT_ADD(m, conns_allowed, 1);
-    c->scrub = c->has_name && secrets_for_host(m->secrets, c->name);
+    c->scrub = c->has_name && secrets_for_host(c->ss, c->name);
     if (c->v.intercept) {
         intercept(c);
     } else {
         secret_filter_t scan;
-        secret_filter_init(&scan, m->secrets, FILTER_SCAN);
+        secret_filter_init(&scan, c->ss, FILTER_SCAN);
         tunnel(c, &scan, NULL, c->has_name);
         secret_filter_free(&scan);
     }
@@ -1122,6 +1231,7 @@ out:
     ep_close(&c->g);
     ep_close(&c->u);
     policy_unref(c->p);
+    secrets_unref(c->ss);
     free(c);
     __atomic_sub_fetch(&m->stats.active, 1, __ATOMIC_RELAXED);
     return NULL;

@@ -47,6 +47,19 @@ void secrets_free(secrets_t *ss)
     free(ss);
 }
 
+secrets_t *secrets_ref(secrets_t *ss)
+{
+    if (ss)
+        __atomic_add_fetch(&ss->refs, 1, __ATOMIC_RELAXED);
+    return ss;
+}
+
+void secrets_unref(secrets_t *ss)
+{
+    if (ss && __atomic_sub_fetch(&ss->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        secrets_free(ss);
+}
+
 static char *jstr(json_object *o, const char *key)
 {
     json_object *v;
@@ -73,6 +86,7 @@ int secrets_parse(const char *json, size_t len, secrets_t **out, char *err, size
     size_t n = json_object_array_length(arr);
     if (!ss || !(ss->s = calloc(n ? n : 1, sizeof *ss->s)))
         goto out;
+    ss->refs = 1;
     for (size_t i = 0; i < n; i++) {
         json_object *o = json_object_array_get_idx(arr, i);
         secret_t *s = &ss->s[i];
@@ -262,6 +276,18 @@ void secret_filter_init(secret_filter_t *f, const secrets_t *ss, filter_mode_t m
     f->keep = longest ? longest - 1 : 0;
 }
 
+void secret_filter_rebind(secret_filter_t *f, const secrets_t *ss)
+{
+    size_t longest = 0;
+    for (size_t i = 0; ss && i < ss->n; i++) {
+        size_t l = strlen(f->mode == FILTER_SCAN ? ss->s[i].placeholder : ss->s[i].value);
+        if (l > longest)
+            longest = l;
+    }
+    f->ss = ss;
+    f->keep = longest ? longest - 1 : 0;
+}
+
 void secret_filter_free(secret_filter_t *f)
 {
     if (f->buf) {
@@ -298,7 +324,7 @@ static int grow(char **b, size_t *cap, size_t need)
 static size_t filter_pending_tail(const secret_filter_t *f)
 {
     size_t best = 0;
-    for (size_t i = 0; i < f->ss->n; i++) {
+    for (size_t i = 0; f->ss && i < f->ss->n; i++) {
         const char *pat = f->mode == FILTER_SCAN ? f->ss->s[i].placeholder : f->ss->s[i].value;
         size_t pl = strlen(pat);
         size_t max = pl - 1 < f->len ? pl - 1 : f->len;
@@ -319,7 +345,7 @@ int secret_filter_push(secret_filter_t *f, const char *in, size_t n, bool flush,
     *outn = 0;
     if (f->found)
         return 1;
-    if (!f->ss || f->ss->n == 0) {      /* nothing to look for: pass through */
+    if ((!f->ss || f->ss->n == 0) && f->len == 0) { /* nothing to look for: pass through */
         *out = in;
         *outn = n;
         return 0;

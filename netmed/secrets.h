@@ -6,7 +6,9 @@
  * seen. In SCAN mode it reports a placeholder; in MASK mode it overwrites
  * real values with '*' of the same length (framing and lengths unchanged).
  *
- * A secrets_t is immutable after load. Never log a value.
+ * A secrets_t is immutable after load and reference-counted: netmed swaps
+ * the whole set on a reload (control "secrets-reload") while connections
+ * keep the set they took until they take the new one. Never log a value.
  */
 #ifndef LANES_NETMED_SECRETS_H
 #define LANES_NETMED_SECRETS_H
@@ -25,6 +27,7 @@ typedef struct {
 typedef struct {
     secret_t *s;
     size_t n;
+    unsigned refs;       /* atomic; 1 after load/parse */
 } secrets_t;
 
 /* Load secrets JSON: {"secrets":[{"name","value","placeholder","hosts":[]}]}.
@@ -32,6 +35,9 @@ typedef struct {
 int secrets_load(const char *path, secrets_t **out, char *err, size_t errlen);
 int secrets_parse(const char *json, size_t len, secrets_t **out, char *err, size_t errlen);
 void secrets_free(secrets_t *s);
+/* Reference counting (NULL-safe): unref frees the set with the last one. */
+secrets_t *secrets_ref(secrets_t *s);
+void secrets_unref(secrets_t *s);
 
 bool secret_host_allowed(const secret_t *s, const char *host);
 
@@ -63,6 +69,9 @@ typedef struct {
 } secret_filter_t;
 
 void secret_filter_init(secret_filter_t *f, const secrets_t *ss, filter_mode_t mode);
+/* Switch a filter to another secrets set (after a reload); held bytes stay
+ * and are checked against the new set's patterns with the next push. */
+void secret_filter_rebind(secret_filter_t *f, const secrets_t *ss);
 void secret_filter_free(secret_filter_t *f);
 /* Add n bytes; out and outn: bytes now safe to pass on (valid until the next
  * call). In SCAN mode returns 1 (and emits nothing more) once a placeholder

@@ -241,16 +241,81 @@ static int secret_name_valid(const char *n)
     return 1;
 }
 
-/* Apply the lane's secrets to a running lane: new netmed file + restart,
- * new placeholders in the guest environment. */
-static void secrets_apply_live(lane_rt_t *l)
+/* A secret change waiting for the running netmed to reload before the
+ * client gets its answer (body NULL: 204). */
+typedef struct {
+    lanesd_t *d;
+    http_req_t *req;
+    json_object *body;
+    char lane_id[32];
+    int client_gone;
+} secret_apply_t;
+
+static void secret_apply_done(secret_apply_t *a)
 {
-    if (!l->network || l->state != LANE_RUNNING)
+    if (a->client_gone)
+        http_req_respond_raw(a->req, 499, NULL, NULL, 0);
+    else if (a->body)
+        http_req_respond_json(a->req, 200, json_object_get(a->body));
+    else
+        http_req_respond_raw(a->req, 204, NULL, NULL, 0);
+    json_object_put(a->body);
+    free(a);
+}
+
+static void on_secret_client_gone(http_req_t *req, void *ud)
+{
+    secret_apply_t *a = ud;
+    (void)req;
+    a->client_gone = 1;
+}
+
+static void on_secrets_reloaded(proc_run_t *pr, int status, int sig, const char *out, void *ud)
+{
+    secret_apply_t *a = ud;
+    (void)pr;
+    (void)sig;
+    (void)out;
+    lane_rt_t *l = lane_by_id(a->d, a->lane_id);
+    if (status != 0 && l && l->netmed.pid > 0) {
+        /* A netmed without live reload (or one that refused the file):
+         * restart it; the supervisor starts it again from the new file. */
+        kill(l->netmed.pid, SIGTERM);
+    }
+    secret_apply_done(a);
+}
+
+/* Apply the lane's secrets to a running lane: netmed re-reads its secrets
+ * file over its control socket (open connections are kept), the guest's
+ * environment gets the new placeholders; then answer the request. */
+static void secrets_apply_live(lane_rt_t *l, http_req_t *req, json_object *body)
+{
+    secret_apply_t *a = calloc(1, sizeof(*a));
+    if (!a) {
+        json_object_put(body);
+        http_req_respond_error(req, 500, "internal", "out of memory");
         return;
+    }
+    a->d = l->d;
+    a->req = req;
+    a->body = body;
+    snprintf(a->lane_id, sizeof(a->lane_id), "%s", l->id);
+    if (!l->network || l->state != LANE_RUNNING || l->netmed.pid <= 0) {
+        secret_apply_done(a);
+        return;
+    }
     net_write_secrets_file(l);
-    if (l->netmed.pid > 0)
-        kill(l->netmed.pid, SIGTERM); /* the supervisor restarts it with the new file */
     vm_lane_configure(l);
+    char bin[600], sock[700];
+    snprintf(bin, sizeof(bin), "%s/netmed", l->d->bin_dir);
+    snprintf(sock, sizeof(sock), "%s/netmed.sock", l->dir);
+    char *argv[] = {bin, "ctl", sock, "secrets-reload", NULL};
+    static const proc_run_callbacks_t cbs = {NULL, on_secrets_reloaded};
+    http_req_on_close(req, on_secret_client_gone, a);
+    if (proc_run_start(l->d->loop, argv, NULL, &cbs, a, NULL) < 0) {
+        kill(l->netmed.pid, SIGTERM);
+        secret_apply_done(a);
+    }
 }
 
 static void h_secret_put(http_req_t *req, void *ctx)
@@ -310,12 +375,11 @@ static void h_secret_put(http_req_t *req, void *ctx)
     char detail[200];
     snprintf(detail, sizeof(detail), "secret %s set", name); /* never the value */
     db_event(d, l->id, "secret", detail);
-    secrets_apply_live(l);
     json_object *o = json_object_new_object();
     json_object_object_add(o, "name", json_object_new_string(name));
     json_object_object_add(o, "hosts", json_object_get(hosts));
     json_object_object_add(o, "placeholder", json_object_new_string(placeholder));
-    http_req_respond_json(req, 200, o);
+    secrets_apply_live(l, req, o);
 }
 
 static void h_secrets_list(http_req_t *req, void *ctx)
@@ -342,8 +406,7 @@ static void h_secret_delete(http_req_t *req, void *ctx)
                                "no secret named '%s' in lane %s", name, l->name);
         return;
     }
-    secrets_apply_live(l);
-    http_req_respond_raw(req, 204, NULL, NULL, 0);
+    secrets_apply_live(l, req, NULL);
 }
 
 /* ---- audit ------------------------------------------------------------------------------------- */

@@ -4,6 +4,8 @@
  *                 mode from the X-Lane-File-Mode response header
  * A DST ending in '/' (or an existing local directory) gets SRC's basename.
  * "-" as the local side means stdin / stdout.
+ * On a terminal, a progress line (bytes, rate, percent when the size is
+ * known) is drawn on stderr; -q/--quiet or a non-tty stderr turn it off.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,12 +20,14 @@
 #include "client.h"
 #include "codec.h"
 #include "lanectl.h"
+#include "progress.h"
 #include "xfer.h"
 
 static const char usage[] = "usage: lanectl cp LOCAL NAME:/PATH    copy a local file into lane NAME\n"
                             "       lanectl cp NAME:/PATH LOCAL    copy a file out of lane NAME\n"
                             "       lanectl cp -r DIR NAME:/PATH   copy a directory (tar stream) in; -r NAME:/DIR DIR out\n"
-                            "  LOCAL may be '-' for stdin/stdout; file modes are preserved.\n";
+                            "  LOCAL may be '-' for stdin/stdout; file modes are preserved.\n"
+                            "  -q, --quiet   no progress line (it is only drawn when stderr is a terminal)\n";
 
 bool cp_parse_spec(const char *spec, char *lane, size_t lane_len, const char **path)
 {
@@ -62,6 +66,7 @@ typedef struct {
     int fd;
     unsigned mode;
     char *tmp;           /* written here, renamed over dst at the end */
+    progress_t *meter;   /* NULL for uploads' error bodies */
 } download_t;
 
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
@@ -73,6 +78,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
         if (m && m <= 07777)
             d->mode = (unsigned)m;
     }
+    if (d->meter && !d->meter->total && len > 17 && strncasecmp(p, "X-Lane-File-Size:", 17) == 0)
+        d->meter->total = strtoull(p + 17, NULL, 10);
     return len;
 }
 
@@ -116,7 +123,13 @@ static size_t on_data(char *p, size_t size, size_t n, void *ud)
     return len;
 }
 
-static int cp_out(lanectl_t *ctx, const char *lane, const char *rpath, const char *local)
+static const char *base_name(const char *path)
+{
+    const char *s = strrchr(path, '/');
+    return s && s[1] ? s + 1 : path;
+}
+
+static int cp_out(lanectl_t *ctx, const char *lane, const char *rpath, const char *local, bool progress)
 {
     char *dst = NULL;
     struct stat st;
@@ -150,10 +163,16 @@ static int cp_out(lanectl_t *ctx, const char *lane, const char *rpath, const cha
     curl_easy_setopt(d.h, CURLOPT_HEADERDATA, &d);
     curl_easy_setopt(d.h, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(d.h, CURLOPT_WRITEDATA, &d);
+    progress_t meter;
+    /* no meter when the file itself goes to the terminal */
+    progress_init(&meter, base_name(rpath), 0, false, progress && !(to_stdout && isatty(STDOUT_FILENO)));
+    d.meter = &meter;
+    progress_attach(&meter, d.h);
     CURLcode rc = curl_easy_perform(d.h);
     if (!d.status)
         curl_easy_getinfo(d.h, CURLINFO_RESPONSE_CODE, &d.status);
     curl_easy_cleanup(d.h);
+    progress_finish(&meter, rc == CURLE_OK && d.status >= 200 && d.status <= 299);
     int ret = EXIT_ERROR;
     if (d.status && (d.status < 200 || d.status > 299)) {
         client_report_api_error(d.status, d.err_body, d.err_len);
@@ -207,7 +226,7 @@ static size_t on_discard(char *p, size_t size, size_t n, void *ud)
     return len;
 }
 
-static int cp_in(lanectl_t *ctx, const char *local, const char *lane, const char *rpath)
+static int cp_in(lanectl_t *ctx, const char *local, const char *lane, const char *rpath, bool progress)
 {
     bool from_stdin = strcmp(local, "-") == 0;
     int fd = from_stdin ? STDIN_FILENO : open(local, O_RDONLY | O_CLOEXEC);
@@ -256,9 +275,14 @@ static int cp_in(lanectl_t *ctx, const char *local, const char *lane, const char
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, d.err);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_discard);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &d);
+    progress_t meter;
+    progress_init(&meter, from_stdin ? "stdin" : base_name(local), S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0,
+                  true, progress);
+    progress_attach(&meter, h);
     CURLcode rc = curl_easy_perform(h);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &d.status);
     curl_easy_cleanup(h);
+    progress_finish(&meter, rc == CURLE_OK && d.status >= 200 && d.status <= 299);
     curl_slist_free_all(hdrs);
     if (!from_stdin)
         close(fd);
@@ -275,15 +299,20 @@ static int cp_in(lanectl_t *ctx, const char *local, const char *lane, const char
 
 int cmd_cp(lanectl_t *ctx, int argc, char **argv)
 {
-    static const struct option opts[] = {{"recursive", no_argument, NULL, 'r'}, LANECTL_COMMON_OPTS, {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"recursive", no_argument, NULL, 'r'}, {"quiet", no_argument, NULL, 'q'},
+                                         LANECTL_COMMON_OPTS, {NULL, 0, NULL, 0}};
     int opt;
-    bool recursive = false;
+    bool recursive = false, quiet = false;
     optind = 0;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, "+hr", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "+hrq", opts, NULL)) != -1) {
         if (opt == 'h') {
             fputs(usage, stdout);
             return EXIT_OK;
+        }
+        if (opt == 'q') {
+            quiet = true;
+            continue;
         }
         if (opt == 'r') {
             recursive = true;
@@ -302,7 +331,8 @@ int cmd_cp(lanectl_t *ctx, int argc, char **argv)
     bool dst_lane = cp_parse_spec(dst, lane2, sizeof(lane2), &rpath2);
     if (src_lane == dst_lane)
         return lanectl_usage_error(usage, "cp: exactly one of SRC and DST must be NAME:/path");
+    bool progress = !quiet && isatty(STDERR_FILENO);
     if (recursive)
-        return src_lane ? cp_dir_out(ctx, lane, rpath, dst) : cp_dir_in(ctx, src, lane2, rpath2);
-    return src_lane ? cp_out(ctx, lane, rpath, dst) : cp_in(ctx, src, lane2, rpath2);
+        return src_lane ? cp_dir_out(ctx, lane, rpath, dst, progress) : cp_dir_in(ctx, src, lane2, rpath2, progress);
+    return src_lane ? cp_out(ctx, lane, rpath, dst, progress) : cp_in(ctx, src, lane2, rpath2, progress);
 }

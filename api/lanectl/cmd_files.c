@@ -173,7 +173,7 @@ static char *with_basename(const char *dir, const char *src)
     return out;
 }
 
-int cp_dir_in(lanectl_t *ctx, const char *local, const char *lane, const char *rpath)
+int cp_dir_in(lanectl_t *ctx, const char *local, const char *lane, const char *rpath, bool progress)
 {
     struct stat st;
     if (stat(local, &st) < 0 || !S_ISDIR(st.st_mode)) {
@@ -196,7 +196,7 @@ int cp_dir_in(lanectl_t *ctx, const char *local, const char *lane, const char *r
         free(path);
         return EXIT_ERROR;
     }
-    int r = xfer_fd(ctx, "PUT", path, fd, -1);
+    int r = xfer_fd_progress(ctx, "PUT", path, fd, -1, progress ? local : NULL);
     free(path);
     close(fd);
     if (r < 0)
@@ -207,7 +207,7 @@ int cp_dir_in(lanectl_t *ctx, const char *local, const char *lane, const char *r
     return r < 0 || t < 0 ? EXIT_ERROR : EXIT_OK;
 }
 
-int cp_dir_out(lanectl_t *ctx, const char *lane, const char *rpath, const char *local)
+int cp_dir_out(lanectl_t *ctx, const char *lane, const char *rpath, const char *local, bool progress)
 {
     struct stat st;
     size_t ll = strlen(local);
@@ -236,7 +236,7 @@ int cp_dir_out(lanectl_t *ctx, const char *lane, const char *rpath, const char *
         return EXIT_ERROR;
     }
     signal(SIGPIPE, SIG_IGN);
-    int r = xfer_fd(ctx, "GET", path, -1, fd);
+    int r = xfer_fd_progress(ctx, "GET", path, -1, fd, progress ? rpath : NULL);
     close(fd);
     int t = wait_tar(pid);
     if (r == 0 && t < 0)

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "progress.h"
 #include "xfer.h"
 
 typedef struct {
@@ -62,6 +63,12 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud)
 
 int xfer_fd(lanectl_t *ctx, const char *method, const char *path, int in_fd, int out_fd)
 {
+    return xfer_fd_progress(ctx, method, path, in_fd, out_fd, NULL);
+}
+
+int xfer_fd_progress(lanectl_t *ctx, const char *method, const char *path, int in_fd, int out_fd,
+                     const char *label)
+{
     xfer_t x = {.in_fd = in_fd, .out_fd = out_fd};
     char err[CURL_ERROR_SIZE] = "";
     x.h = client_easy(ctx, method, path);
@@ -81,11 +88,15 @@ int xfer_fd(lanectl_t *ctx, const char *method, const char *path, int in_fd, int
     curl_easy_setopt(x.h, CURLOPT_ERRORBUFFER, err);
     curl_easy_setopt(x.h, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(x.h, CURLOPT_WRITEDATA, &x);
+    progress_t meter;
+    progress_init(&meter, label ? label : "", 0, in_fd >= 0, label != NULL);
+    progress_attach(&meter, x.h);
     CURLcode rc = curl_easy_perform(x.h);
     if (!x.status)
         curl_easy_getinfo(x.h, CURLINFO_RESPONSE_CODE, &x.status);
     curl_easy_cleanup(x.h);
     curl_slist_free_all(hdrs);
+    progress_finish(&meter, rc == CURLE_OK && x.status >= 200 && x.status <= 299);
     int ret = -1;
     if (x.status && (x.status < 200 || x.status > 299))
         client_report_api_error(x.status, x.err_body, x.err_len);

@@ -11,9 +11,13 @@
  * response body written to out_fd (-1: discarded). Returns 0, or -1 after
  * printing the API's or the transport's error. */
 int xfer_fd(lanectl_t *ctx, const char *method, const char *path, int in_fd, int out_fd);
+/* xfer_fd with a progress line on stderr labelled `label` (NULL: none). */
+int xfer_fd_progress(lanectl_t *ctx, const char *method, const char *path, int in_fd, int out_fd,
+                     const char *label);
 
-/* cmd_files.c: lanectl cp -r, directory into / out of a lane (tar). */
-int cp_dir_in(lanectl_t *ctx, const char *local, const char *lane, const char *rpath);
-int cp_dir_out(lanectl_t *ctx, const char *lane, const char *rpath, const char *local);
+/* cmd_files.c: lanectl cp -r, directory into / out of a lane (tar);
+ * progress: show a progress line (the caller checked the terminal). */
+int cp_dir_in(lanectl_t *ctx, const char *local, const char *lane, const char *rpath, bool progress);
+int cp_dir_out(lanectl_t *ctx, const char *lane, const char *rpath, const char *local, bool progress);
 
 #endif

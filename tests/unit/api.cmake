@@ -9,3 +9,7 @@ if(TARGET lanes_lanectl)
     lanes_unit_test(test_lanectl_ws SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_lanectl_ws.c
                     LIBS lanes_lanectl)
 endif()
+if(TARGET lanes_lanectl)
+    lanes_unit_test(test_lanectl_progress SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_lanectl_progress.c
+                    LIBS lanes_lanectl)
+endif()
