@@ -8,4 +8,4 @@
 export { LanesClient, LanesError, defaultSocketPath } from "./client.js";
 export type { ClientOptions, RequestOptions } from "./client.js";
 export { Lane, ExecStream, Shell } from "./lane.js";
-export type { CreateOptions, ExecChunk, ExecOptions, ExecResult, ExitStatus, LaneInfo, LaneState } from "./lane.js";
+export type { CreateOptions, ExecChunk, ExecOptions, ExecResult, ExitStatus, LaneInfo, LaneState, ShellOptions, ShellSessionInfo } from "./lane.js";

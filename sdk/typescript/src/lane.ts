@@ -66,6 +66,30 @@ export interface ExecResult extends ExitStatus {
   stderrTruncated: boolean;
 }
 
+/** A named, persistent shell session (GET /v1/lanes/{name}/sessions). */
+export interface ShellSessionInfo {
+  name: string;
+  execId: string;
+  pid: number | null;
+  createdAt: string;
+  attached: boolean;
+  lastActivityAt: string;
+  bufferedBytes: number;
+}
+
+export interface ShellOptions {
+  rows?: number;
+  cols?: number;
+  term?: string;
+  user?: string;
+  cwd?: string;
+  shell?: string;
+  /** Attach to (or create) this named session: it outlives the connection. */
+  session?: string;
+  /** Detach the session's current client instead of failing with 409 session_busy. */
+  takeover?: boolean;
+}
+
 export interface ExecChunk {
   stream: "stdout" | "stderr";
   data: Buffer;
@@ -156,10 +180,22 @@ export class ExecStream implements AsyncIterable<ExecChunk> {
   }
 }
 
-/** An interactive PTY shell over WebSocket (GET /v1/lanes/{name}/shell). */
+/** An interactive PTY shell over WebSocket (GET /v1/lanes/{name}/shell).
+ * For a named session, `exit` rejects with a LanesError whose code is
+ * "detached" when this client leaves (detach(), or another client took over)
+ * while the session keeps running. */
 export class Shell implements AsyncIterable<Buffer> {
   readonly exit: Promise<ExitStatus>;
+  /** Resolves once lanesd sent "started" (id, session, created, replayed set). */
+  readonly ready: Promise<void>;
   id = "";
+  /** The session's name when attached to a named session. */
+  session: string | undefined;
+  /** True if this connection created the session, false if it reattached. */
+  created = true;
+  /** Bytes of earlier output replayed first on reattach (they are the first chunk). */
+  replayed = 0;
+  private detachedReason: string | null = null;
   private queue: Buffer[] = [];
   private waiting: (() => void) | null = null;
   private done = false;
@@ -172,6 +208,8 @@ export class Shell implements AsyncIterable<Buffer> {
       rejectExit = rej;
     });
     this.exit.catch(() => undefined);
+    let resolveReady!: () => void;
+    this.ready = new Promise((res) => (resolveReady = res));
     let final: ExitStatus | null = null;
     ws.on("message", (data: Buffer, isText: boolean) => {
       if (!isText) {
@@ -179,14 +217,25 @@ export class Shell implements AsyncIterable<Buffer> {
         return;
       }
       const m = JSON.parse(data.toString("utf8"));
-      if (m.type === "started") this.id = m.id;
+      if (m.type === "started") {
+        this.id = m.id;
+        if (m.session !== undefined) {
+          this.session = m.session;
+          this.created = m.created;
+          this.replayed = m.replayed;
+        }
+        resolveReady();
+      } else if (m.type === "detached") this.detachedReason = m.reason;
       else if (m.type === "stderr") this.push(Buffer.from(m.data, "base64"));
       else if (m.type === "exit") final = exitFrom(m);
       else if (m.type === "error") this.error = new LanesError(200, m.code, m.message);
     });
     ws.on("close", (code: number, reason: string) => {
       this.done = true;
+      resolveReady();
       if (final) resolveExit(final);
+      else if (this.session !== undefined && !this.error)
+        rejectExit(new LanesError(0, "detached", `detached from session ${this.session} (${this.detachedReason ?? "left"}); it keeps running`));
       else rejectExit(this.error ?? new LanesError(0, "closed", `shell closed (${code} ${reason}) without an exit status`));
       this.wake();
     });
@@ -234,10 +283,25 @@ export class Shell implements AsyncIterable<Buffer> {
     this.ws.send(OP_TEXT, JSON.stringify({ type: "eof" }));
   }
 
-  /** Leave: the shell is hung up (SIGHUP). */
+  /** Leave: a plain shell is hung up (SIGHUP); a named session keeps running. */
   close(): void {
     this.ws.close(1000, "bye");
   }
+
+  /** Leave a named session running (same as close(); reads better). */
+  detach(): void {
+    this.close();
+  }
+}
+
+interface RawShellSession {
+  name: string;
+  exec_id: string;
+  pid: number | null;
+  created_at: string;
+  attached: boolean;
+  last_activity_at: string;
+  buffered_bytes: number;
 }
 
 export class Lane {
@@ -381,8 +445,10 @@ export class Lane {
     },
   };
 
-  /** An interactive PTY shell (default /bin/sh -l). */
-  async shell(opts: { rows?: number; cols?: number; term?: string; user?: string; cwd?: string; shell?: string } = {}): Promise<Shell> {
+  /** An interactive PTY shell (default /bin/sh -l). With `session`, attach
+   * to that named session (created if needed; its recent output is replayed
+   * on reattach) — it keeps running when this connection goes away. */
+  async shell(opts: ShellOptions = {}): Promise<Shell> {
     const { socket, head } = await this.client.upgrade(`${this.path}/shell`, {
       rows: opts.rows,
       cols: opts.cols,
@@ -390,7 +456,30 @@ export class Lane {
       user: opts.user,
       cwd: opts.cwd,
       shell: opts.shell,
+      session: opts.session,
+      takeover: opts.takeover ? 1 : undefined,
     });
-    return new Shell(new WsConnection(socket, head));
+    const sh = new Shell(new WsConnection(socket, head));
+    await sh.ready;
+    return sh;
+  }
+
+  /** The lane's named shell sessions. */
+  async sessions(): Promise<ShellSessionInfo[]> {
+    const r = await this.client.json<{ sessions: RawShellSession[] }>("GET", `${this.path}/sessions`);
+    return r.sessions.map((s) => ({
+      name: s.name,
+      execId: s.exec_id,
+      pid: s.pid,
+      createdAt: s.created_at,
+      attached: s.attached,
+      lastActivityAt: s.last_activity_at,
+      bufferedBytes: s.buffered_bytes,
+    }));
+  }
+
+  /** Kill a named session (its shell's process group gets SIGKILL). */
+  async killSession(name: string): Promise<void> {
+    await this.client.json("DELETE", `${this.path}/sessions/${encodeURIComponent(name)}`);
   }
 }

@@ -111,6 +111,56 @@ describe("Lane against a real lanesd", { skip }, () => {
     assert.match(sh.id, /^x\d+$/);
   });
 
+  it("named shell session: state survives a disconnect, reattach replays, list, kill", T, async () => {
+    const name = `s${process.pid}`;
+    const reader = (sh) => {
+      const it = sh[Symbol.asyncIterator]();
+      const r = { out: "" };
+      r.until = async (needle) => {
+        const end = Date.now() + 60_000;
+        while (!r.out.includes(needle)) {
+          assert.ok(Date.now() < end, `timeout waiting for ${needle}: ${r.out.slice(-300)}`);
+          const { value, done } = await it.next();
+          if (done) break;
+          r.out += value.toString();
+        }
+        assert.ok(r.out.includes(needle), r.out.slice(-300));
+      };
+      return r;
+    };
+    const a = await lane.shell({ session: name });
+    assert.equal(a.session, name);
+    assert.equal(a.created, true);
+    const ra = reader(a);
+    await a.write("cd /tmp; export Z=zed$((5*5)); echo first-$((2+2))\n");
+    await ra.until("first-4");
+    a.detach();
+    await assert.rejects(a.exit, (e) => e instanceof LanesError && e.code === "detached");
+    const deadline = Date.now() + 30_000;
+    let s;
+    do {
+      s = (await lane.sessions()).find((x) => x.name === name);
+      assert.ok(s, "session gone after detach");
+    } while (s.attached && Date.now() < deadline && (await new Promise((r) => setTimeout(r, 200)), true));
+    assert.equal(s.attached, false);
+    assert.ok(s.pid > 1 && s.bufferedBytes > 0, JSON.stringify(s));
+
+    const b = await lane.shell({ session: name });
+    assert.equal(b.created, false);
+    assert.ok(b.replayed > 0);
+    const rb = reader(b);
+    await rb.until("first-4"); // replayed
+    await b.write("echo at=$(pwd)-$Z\n");
+    await rb.until("at=/tmp-zed25");
+    await assert.rejects(lane.shell({ session: name }), (e) => e instanceof LanesError && e.status === 409);
+    const c = await lane.shell({ session: name, takeover: true });
+    await assert.rejects(b.exit, (e) => e instanceof LanesError && e.code === "detached");
+    await lane.killSession(name);
+    await assert.rejects(c.exit, (e) => e instanceof LanesError && e.code === "detached");
+    assert.ok(!(await lane.sessions()).some((x) => x.name === name));
+    await assert.rejects(lane.killSession(name), (e) => e instanceof LanesError && e.status === 404);
+  });
+
   it("stop and remove", T, async () => {
     const info = await lane.stop();
     assert.equal(info.state, "stopped");
