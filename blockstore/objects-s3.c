@@ -731,7 +731,8 @@ static int marker_put(struct s3_be *be, char **err)
                          json_object_new_int64(be->marker_started_ms));
   json_object_object_add(o, "expires_ms",
                          json_object_new_int64(be->marker_expires_ms));
-  const char *body = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+  const char *body = json_object_to_json_string_ext(
+      o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
   int r = s3_put(be->cli, be->marker_key, body, strlen(body), NULL, err);
   json_object_put(o);
   return r;

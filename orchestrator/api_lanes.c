@@ -163,10 +163,12 @@ static void lane_create_finish(lanesd_t *d, lane_create_t *c)
     char ref[128];
     snprintf(ref, sizeof(ref), "image/%s", c->image);
     char *err = NULL;
-    if (c->store[0] && strcmp(c->store, "local"))
-        r = api_stores_lane_create(d, l, c->store, disk_bytes, &err);
-    else
-        r = store_disk_create(d->store, l->id, ref, disk_bytes, &err);
+    if (c->store[0] && strcmp(c->store, "local")) {
+        /* S3: the disk is made on the thread pool; api_stores answers req. */
+        api_stores_lane_create_start(d, l, c->store, disk_bytes, c->policy, req);
+        return;
+    }
+    r = store_disk_create(d->store, l->id, ref, disk_bytes, &err);
     if (r < 0) {
         http_req_respond_error(req, 500, "store_error", "create disk for lane %s: %s", c->name,
                                err ? err : strerror(-r));

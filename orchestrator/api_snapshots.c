@@ -16,8 +16,12 @@
  * dies while a guest is frozen, the next agent connection thaws it (vm.c
  * calls api_snapshots_agent_ready).
  *
- * Blocking work (NBD flush, store walks for ls/gc/verify/stats) runs on the
- * libuv thread pool; the store handle is thread-safe.  Everything else runs
+ * Blocking work (NBD flush, store walks for ls/gc/verify/stats, and every
+ * ref change: for a lane in an S3 store each one is a request to the
+ * bucket) runs on the libuv thread pool; the store handle is thread-safe
+ * and held (api_stores_hold) while a worker uses it.  A fork of an S3 lane
+ * lives in the same store and is registered in its bucket (disk ref + lane
+ * document), so every host that added the store adopts it.  Everything else runs
  * on the loop thread.  A lane has at most one snapshot/restore operation in
  * flight (busy list below).  After a snapshot or lane is removed a GC is
  * scheduled (one at a time; a request during a run queues one more run).
@@ -58,6 +62,11 @@ struct snap_op {
     char lane_id[32];
     char snap[SNAP_NAME_MAX + 1];
     char new_name[64];       /* fork */
+    char new_id[32];         /* fork: the new lane's id */
+    char meta_name[128];     /* fork of an S3 lane: its bucket document */
+    char *meta_body;
+    int held;                /* api_stores_hold taken on st */
+    int reboot;              /* restore: boot again afterwards */
     int holds_lane;          /* on the busy list */
     snap_op_t *next_busy;
     uv_work_t work;
@@ -173,6 +182,9 @@ static void op_free(snap_op_t *op)
     }
     if (op->result)
         json_object_put(op->result);
+    if (op->held)
+        api_stores_hold(op->d, op->st, -1);
+    free(op->meta_body);
     if (op->timer.data) {  /* timer initialised: free after close */
         op->timer.data = op;
         uv_close((uv_handle_t *)&op->timer, on_op_timer_closed);
@@ -208,6 +220,10 @@ static void op_queue(snap_op_t *op, snap_op_fn work_fn, snap_op_fn after_fn)
     op->work_fn = work_fn;
     op->after_fn = after_fn;
     op->work.data = op;
+    if (!op->held) {
+        api_stores_hold(op->d, op->st, 1);
+        op->held = 1;
+    }
     int r = uv_queue_work(op->d->loop, &op->work, on_work, on_after_work);
     if (r < 0) {
         op->r = r;
@@ -679,6 +695,37 @@ static void h_snapshot_list(http_req_t *req, void *ctx)
 
 static void gc_schedule(lanesd_t *d);
 
+static void work_snapshot_delete(snap_op_t *op)
+{
+    char *err = NULL;
+    int r = store_snapshot_delete(op->st, op->lane_id, op->snap, &err);
+    if (r < 0)
+        set_store_err(op, r, err, "delete snapshot");
+}
+
+static void after_snapshot_delete(snap_op_t *op)
+{
+    lane_rt_t *l = lane_by_id(op->d, op->lane_id);
+    if (op->r == -ENOENT) {
+        http_req_respond_error(op->req, 404, "snapshot_not_found", "lane %s has no snapshot '%s'",
+                               l ? l->name : op->lane_id, op->snap);
+        op_free(op);
+        return;
+    }
+    if (op->r < 0) {
+        op_fail(op, 500, "store_error");
+        return;
+    }
+    char detail[128];
+    snprintf(detail, sizeof(detail), "snapshot %s removed", op->snap);
+    db_event(op->d, op->lane_id, "snapshot_rm", detail);
+    util_log("lane %s: %s", l ? l->name : op->lane_id, detail);
+    http_req_respond_raw(op->req, 204, NULL, NULL, 0);
+    lanesd_t *d = op->d;
+    op_free(op);
+    gc_schedule(d);
+}
+
 static void h_snapshot_delete(http_req_t *req, void *ctx)
 {
     lanesd_t *d = ctx;
@@ -694,21 +741,15 @@ static void h_snapshot_delete(http_req_t *req, void *ctx)
         http_req_respond_error(req, 409, "lane_busy", "a snapshot or restore of this lane is in progress");
         return;
     }
-    char *err = NULL;
-    int r = store_snapshot_delete(api_stores_lane_store(d, l->id), l->id, snap, &err);
-    if (r == -ENOENT) {
-        http_req_respond_error(req, 404, "snapshot_not_found", "lane %s has no snapshot '%s'", l->name, snap);
-    } else if (r < 0) {
-        http_req_respond_error(req, 500, "store_error", "delete snapshot: %s", err ? err : strerror(-r));
-    } else {
-        char detail[128];
-        snprintf(detail, sizeof(detail), "snapshot %s removed", snap);
-        db_event(d, l->id, "snapshot_rm", detail);
-        util_log("lane %s: %s", l->name, detail);
-        http_req_respond_raw(req, 204, NULL, NULL, 0);
-        gc_schedule(d);
+    snap_op_t *op = op_new(d, req, l);
+    if (!op)
+        return;
+    snprintf(op->snap, sizeof(op->snap), "%s", snap);
+    if (op_hold_lane(op) < 0) {
+        op_free(op);
+        return;
     }
-    free(err);
+    op_queue(op, work_snapshot_delete, after_snapshot_delete);
 }
 
 /* ---- restore ------------------------------------------------------------------------ */
@@ -718,19 +759,52 @@ static int lane_quiet(const lane_rt_t *l)
     return !lane_state_is_active(l->state) && !l->teardown && l->qemu.pid <= 0 && l->nbdkit.pid <= 0;
 }
 
-static int restore_now(snap_op_t *op, lane_rt_t *l)
+/* Thread pool: disk := snapshot (for an S3 lane, published to the bucket). */
+static void work_restore(snap_op_t *op)
 {
     char *err = NULL;
-    int r = store_snapshot_restore(op->st, l->id, op->snap, &err);
-    if (r < 0) {
+    int r = store_snapshot_restore(op->st, op->lane_id, op->snap, &err);
+    if (r < 0)
         set_store_err(op, r, err, "restore");
-        return r;
+}
+
+static void after_restore(snap_op_t *op)
+{
+    lane_rt_t *l = lane_by_id(op->d, op->lane_id);
+    if (op->r < 0) {
+        op_fail(op, op->r == -ENOENT ? 404 : 500, op->r == -ENOENT ? "snapshot_not_found" : "store_error");
+        return;
+    }
+    if (!l) {
+        snprintf(op->msg, sizeof(op->msg), "lane was removed during restore");
+        op->r = -ENOENT;
+        op_fail(op, 409, "lane_gone");
+        return;
     }
     char detail[128];
     snprintf(detail, sizeof(detail), "restored snapshot %s", op->snap);
     db_event(op->d, l->id, "restore", detail);
     util_log("lane %s: %s", l->name, detail);
-    return 0;
+    if (!op->reboot) {
+        json_object *o = vm_lane_json(l);
+        json_object_object_add(o, "restored", json_object_new_string(op->snap));
+        http_req_respond_json(op->req, 200, o);
+        op_free(op);
+        return;
+    }
+    char msg[512] = "";
+    if (vm_lane_boot(l, msg, sizeof(msg)) < 0) {
+        snprintf(op->msg, sizeof(op->msg), "restored, but boot failed: %s", msg);
+        op->r = -EIO;
+        op_fail(op, 500, "boot_failed");
+        return;
+    }
+    http_req_t *req = op->req;
+    op_free(op);
+    if (l->state == LANE_RUNNING)
+        http_req_respond_json(req, 200, vm_lane_json(l));
+    else
+        vm_lane_add_waiter(l, req, LANE_RUNNING);
 }
 
 static void on_restore_poll(uv_timer_t *t)
@@ -753,23 +827,8 @@ static void on_restore_poll(uv_timer_t *t)
         uv_timer_start(&op->timer, on_restore_poll, 100, 0);
         return;
     }
-    if (restore_now(op, l) < 0) {
-        op_fail(op, op->r == -ENOENT ? 404 : 500, op->r == -ENOENT ? "snapshot_not_found" : "store_error");
-        return;
-    }
-    char msg[512] = "";
-    if (vm_lane_boot(l, msg, sizeof(msg)) < 0) {
-        snprintf(op->msg, sizeof(op->msg), "restored, but boot failed: %s", msg);
-        op->r = -EIO;
-        op_fail(op, 500, "boot_failed");
-        return;
-    }
-    http_req_t *req = op->req;
-    op_free(op);
-    if (l->state == LANE_RUNNING)
-        http_req_respond_json(req, 200, vm_lane_json(l));
-    else
-        vm_lane_add_waiter(l, req, LANE_RUNNING);
+    op->reboot = 1;
+    op_queue(op, work_restore, after_restore);
 }
 
 static void h_snapshot_restore(http_req_t *req, void *ctx)
@@ -806,14 +865,7 @@ static void h_snapshot_restore(http_req_t *req, void *ctx)
         return;
     }
     if (lane_quiet(l)) {
-        if (restore_now(op, l) < 0) {
-            op_fail(op, 500, "store_error");
-            return;
-        }
-        json_object *o = vm_lane_json(l);
-        json_object_object_add(o, "restored", json_object_new_string(snap));
-        http_req_respond_json(req, 200, o);
-        op_free(op);
+        op_queue(op, work_restore, after_restore);
         return;
     }
     /* Running: stop, restore when everything is gone, boot again. */
@@ -829,6 +881,81 @@ static void h_snapshot_restore(http_req_t *req, void *ctx)
 
 /* ---- fork ------------------------------------------------------------------------------ */
 
+/* Thread pool: the fork's disk ref (and, in an S3 store, its lane
+ * document: with both in the bucket every host that added the store
+ * adopts the fork). */
+static void work_fork(snap_op_t *op)
+{
+    char sref[STORE_REF_NAME_MAX + 1], *err = NULL;
+    snprintf(sref, sizeof(sref), "snap/%s/%s", op->lane_id, op->snap);
+    int r = store_disk_create(op->st, op->new_id, sref, 0, &err);
+    if (r < 0) {
+        set_store_err(op, r, err, "create fork disk");
+        return;
+    }
+    if (op->meta_body && (r = store_meta_put(op->st, op->meta_name, op->meta_body, &err)) < 0) {
+        set_store_err(op, r, err, "register the fork in the store's bucket");
+        store_disk_delete(op->st, op->new_id, NULL);
+    }
+}
+
+static void after_fork(snap_op_t *op)
+{
+    lanesd_t *d = op->d;
+    api_stores_creating(d, op->new_id, 0);
+    if (op->r < 0) {
+        op_fail(op, op->r == -ENOENT ? 404 : 500, op->r == -ENOENT ? "snapshot_not_found" : "store_error");
+        return;
+    }
+    lane_rt_t *src = lane_by_id(d, op->lane_id);
+    lane_rt_t *l = NULL;
+    if (!src || vm_lane_find(d, op->new_name) ||
+        !(l = vm_lane_new_record(d, op->new_name, src->image, src->cpus, src->memory_mib, src->disk_gib))) {
+        /* Lost a race (source removed, name taken meanwhile): undo. Rare,
+         * so the cleanup may block the loop briefly. */
+        store_disk_delete(op->st, op->new_id, NULL);
+        if (op->meta_body)
+            store_meta_delete(op->st, op->meta_name, NULL);
+        snprintf(op->msg, sizeof(op->msg), "%s", !src ? "source lane was removed" : "a lane with that name exists");
+        op->r = -EEXIST;
+        op_fail(op, 409, !src ? "lane_gone" : "exists");
+        return;
+    }
+    snprintf(l->id, sizeof(l->id), "%s", op->new_id);
+    snprintf(l->dir, sizeof(l->dir), "%s/lanes/%s", d->state_dir, l->id);
+    /* A fork runs under the same rules as its source: network, policy
+     * (copied below, once the row exists), TTL and idle timeout. Secrets are
+     * not copied: they are granted per lane. */
+    l->network = src->network;
+    l->ttl_s = src->ttl_s;
+    l->idle_timeout_s = src->idle_timeout_s;
+    char *policy = NULL;
+    db_lane_policy_get(d, src->id, &policy);
+    int recorded = util_mkdir_p(l->dir, 0700) == 0 && db_lane_insert(d, l) == 0 &&
+                   (!policy || db_lane_policy_set(d, l->id, policy) == 0) &&
+                   api_stores_lane_link(d, l->id, src->id) == 0;
+    free(policy);
+    if (!recorded) {
+        char dref[64];
+        snprintf(dref, sizeof(dref), "disk/%s", l->id);
+        store_ref_delete(op->st, dref, NULL);
+        db_lane_delete(d, l->id);
+        util_rm_rf(l->dir);
+        vm_lane_unlink_free(l);
+        snprintf(op->msg, sizeof(op->msg), "cannot record lane %s", op->new_name);
+        op->r = -EIO;
+        op_fail(op, 500, "internal");
+        return;
+    }
+    char detail[256];
+    snprintf(detail, sizeof(detail), "forked from %s@%s", src->name, op->snap);
+    db_event(d, l->id, "create", detail);
+    util_log("lane %s: %s", l->name, detail);
+    http_req_respond_json(op->req, 201, vm_lane_json(l));
+    op_free(op);
+}
+
+/* Loop: the snapshot exists; make the fork's disk on the thread pool. */
 static void fork_create(snap_op_t *op)
 {
     lanesd_t *d = op->d;
@@ -845,50 +972,30 @@ static void fork_create(snap_op_t *op)
         op_fail(op, 409, "exists");
         return;
     }
-    lane_rt_t *l = vm_lane_new_record(d, op->new_name, src->image, src->cpus, src->memory_mib, src->disk_gib);
-    if (!l) {
-        op->r = -ENOMEM;
-        op_fail(op, 500, "internal");
-        return;
+    util_random_hex(op->new_id, 6);
+    if (api_stores_lane_dir(d, src->id)) {
+        /* S3: the lane document other hosts adopt the fork from. */
+        lane_rt_t *tmp = calloc(1, sizeof(*tmp));
+        if (tmp) {
+            snprintf(tmp->name, sizeof(tmp->name), "%s", op->new_name);
+            snprintf(tmp->id, sizeof(tmp->id), "%s", op->new_id);
+            snprintf(tmp->image, sizeof(tmp->image), "%s", src->image);
+            tmp->cpus = src->cpus;
+            tmp->memory_mib = src->memory_mib;
+            tmp->disk_gib = src->disk_gib;
+            tmp->network = src->network;
+            tmp->created_at = util_now_s();
+            op->meta_body = api_stores_lane_doc(tmp, op->meta_name, sizeof(op->meta_name));
+            free(tmp);
+        }
+        if (!op->meta_body) {
+            op->r = -ENOMEM;
+            op_fail(op, 500, "internal");
+            return;
+        }
+        api_stores_creating(d, op->new_id, 1);
     }
-    /* A fork runs under the same rules as its source: network, policy
-     * (copied below, once the row exists), TTL and idle timeout. Secrets are
-     * not copied: they are granted per lane. */
-    l->network = src->network;
-    l->ttl_s = src->ttl_s;
-    l->idle_timeout_s = src->idle_timeout_s;
-    char sref[STORE_REF_NAME_MAX + 1], *err = NULL;
-    snprintf(sref, sizeof(sref), "snap/%s/%s", src->id, op->snap);
-    int r = store_disk_create(d->store, l->id, sref, 0, &err);
-    if (r < 0) {
-        set_store_err(op, r, err, "create fork disk");
-        vm_lane_unlink_free(l);
-        op_fail(op, r == -ENOENT ? 404 : 500, r == -ENOENT ? "snapshot_not_found" : "store_error");
-        return;
-    }
-    char *policy = NULL;
-    db_lane_policy_get(d, src->id, &policy);
-    int recorded = util_mkdir_p(l->dir, 0700) == 0 && db_lane_insert(d, l) == 0 &&
-                   (!policy || db_lane_policy_set(d, l->id, policy) == 0);
-    free(policy);
-    if (!recorded) {
-        char dref[64];
-        snprintf(dref, sizeof(dref), "disk/%s", l->id);
-        store_ref_delete(d->store, dref, NULL);
-        db_lane_delete(d, l->id);
-        util_rm_rf(l->dir);
-        vm_lane_unlink_free(l);
-        snprintf(op->msg, sizeof(op->msg), "cannot record lane %s", op->new_name);
-        op->r = -EIO;
-        op_fail(op, 500, "internal");
-        return;
-    }
-    char detail[256];
-    snprintf(detail, sizeof(detail), "forked from %s@%s", src->name, op->snap);
-    db_event(d, l->id, "create", detail);
-    util_log("lane %s: %s", l->name, detail);
-    http_req_respond_json(op->req, 201, vm_lane_json(l));
-    op_free(op);
+    op_queue(op, work_fork, after_fork);
 }
 
 static void h_fork(http_req_t *req, void *ctx)
@@ -912,15 +1019,6 @@ static void h_fork(http_req_t *req, void *ctx)
     }
     if (vm_lane_find(d, name)) {
         http_req_respond_error(req, 409, "exists", "a lane named '%s' already exists", name);
-        return;
-    }
-    if (api_stores_lane_dir(d, l->id)) {
-        /* The fork would have to be registered in the bucket as a lane of
-         * that store (api_stores.c); not wired yet. Snapshots and restore
-         * of S3 lanes work. */
-        http_req_respond_error(req, 409, "not_supported",
-                               "lane %s lives in an S3 store: fork is only supported for lanes in the local store so far",
-                               l->name);
         return;
     }
     snap_op_t *op = op_new(d, req, l);
@@ -967,6 +1065,8 @@ static json_object *gc_json(const store_gc_result_t *g, int dry)
 
 static void work_gc(snap_op_t *op)
 {
+    /* (S3 stores: store_gc lists other hosts' pending-upload markers and
+     * pulls the bucket's refs before it marks; docs/s3.md.) */
     store_gc_result_t g;
     char *err = NULL;
     int r = store_gc(op->st, &op->gc_opts, &g, &err);
@@ -985,6 +1085,8 @@ static void after_gc_auto(snap_op_t *op)
         util_log("store gc: %s", json_object_to_json_string(op->result));
     if (op->result)
         json_object_put(op->result);
+    if (op->held)
+        api_stores_hold(op->d, op->st, -1);
     free(op);
     c->gc_running = 0;
     if (c->gc_again) {
@@ -1011,6 +1113,26 @@ static void gc_schedule(lanesd_t *d)
     op_queue(op, work_gc, after_gc_auto);
 }
 
+/* The store a /v1/store request names (?store=NAME or body "store"; default
+ * the local one); answers 404 itself and returns -1 if there is none. */
+static int op_pick_store(snap_op_t *op, json_object *body)
+{
+    const char *name = http_req_query(op->req, "store");
+    if (!name)
+        name = json_str(body, "store");
+    if (!name || !name[0] || !strcmp(name, "local"))
+        return 0;
+    store_t *st = api_stores_find(op->d, name);
+    if (!st) {
+        http_req_respond_error(op->req, 404, "store_not_found", "no available store named '%s' (see lanectl store ls)",
+                               name);
+        op_free(op);
+        return -1;
+    }
+    op->st = st;
+    return 0;
+}
+
 static void after_store_op(snap_op_t *op)
 {
     if (op->r < 0) {
@@ -1029,6 +1151,8 @@ static void h_store_gc(http_req_t *req, void *ctx)
         return;
     snap_op_t *op = op_new(d, req, NULL);
     if (!op)
+        return;
+    if (op_pick_store(op, body) < 0)
         return;
     json_object *v;
     op->gc_opts.grace_s = -1;
@@ -1079,7 +1203,7 @@ static void work_verify(snap_op_t *op)
 static void h_store_verify(http_req_t *req, void *ctx)
 {
     snap_op_t *op = op_new(ctx, req, NULL);
-    if (op)
+    if (op && op_pick_store(op, NULL) == 0)
         op_queue(op, work_verify, after_store_op);
 }
 
@@ -1113,7 +1237,7 @@ static void work_stats(snap_op_t *op)
 static void h_store_stats(http_req_t *req, void *ctx)
 {
     snap_op_t *op = op_new(ctx, req, NULL);
-    if (op)
+    if (op && op_pick_store(op, NULL) == 0)
         op_queue(op, work_stats, after_store_op);
 }
 

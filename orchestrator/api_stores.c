@@ -29,10 +29,15 @@
  * plugin or shown.  Error messages from the S3 client are scrubbed of key
  * material (s3_scrub).
  *
- * Threading: the uv loop thread only.  S3 calls here block the loop (store
- * add: a probe of a few requests; lane create: the image upload on first
- * use; sync: one LIST + GETs) — acceptable for a first cut, noted in
- * docs/s3.md.
+ * Threading: handlers and bookkeeping run on the uv loop; every S3 call
+ * (store add's probe, a lane's create with the image upload on first use,
+ * the sync's LIST + GETs, fork registration) runs on the libuv thread pool
+ * (stores_job_t), so a slow or failing store never stalls the API.  A job
+ * names its store by name and re-finds it afterwards (the table compacts);
+ * while jobs use a store's store_t (busy > 0, also taken by other modules
+ * through api_stores_hold) the store cannot be removed, and at shutdown a
+ * busy store_t is left open for the exiting process.  Remaining on the
+ * loop: the lease check before a boot (one GET) and lane removal.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -51,13 +56,48 @@ typedef struct store_ent {
     char name[64];
     char dir[600];
     store_t *st;
+    int busy;    /* thread-pool jobs using st */
+    int adding;  /* store add in flight: name reserved, not listed */
+    int syncing; /* a sync job is in flight */
 } store_ent_t;
+
+/* One piece of S3 work on the thread pool. */
+typedef struct stores_job stores_job_t;
+struct stores_job {
+    lanesd_t *d;
+    char store[64];
+    store_t *st;              /* held (busy) for the job's duration, or NULL */
+    http_req_t *req;          /* answered by after_fn, or NULL */
+    uv_work_t work;
+    void (*work_fn)(stores_job_t *j);
+    void (*after_fn)(stores_job_t *j);
+    int r;
+    char *err;
+    /* sync */
+    char **docs;
+    int ndocs;
+    /* store add */
+    json_object *body;
+    char dir[600], cache[600];
+    int enforced;
+    /* lane create */
+    char lane_id[32];
+    char image[64];
+    char meta_name[128];
+    char *meta_body;
+    uint64_t disk_bytes;
+    store_t *local;
+    char *policy;
+};
+
+#define CREATING_MAX 64
 
 struct api_stores {
     store_ent_t v[STORES_MAX];
     int n;
     char host_id[64];
     uv_timer_t sync_timer;
+    char creating[CREATING_MAX][32]; /* lane ids being created (no sync) */
 };
 
 static int name_ok(const char *s)
@@ -116,7 +156,122 @@ static store_ent_t *lane_ent(lanesd_t *d, const char *lane_id)
     return lane_store_name(d, lane_id, name, sizeof(name)) ? ent_find(d, name) : NULL;
 }
 
+static store_ent_t *ent_of_store(lanesd_t *d, const store_t *st)
+{
+    struct api_stores *a = d->stores;
+    for (int i = 0; st && a && i < a->n; i++)
+        if (a->v[i].st == st)
+            return &a->v[i];
+    return NULL;
+}
+
+static int creating_has(lanesd_t *d, const char *id)
+{
+    for (int i = 0; i < CREATING_MAX; i++)
+        if (d->stores->creating[i][0] && !strcmp(d->stores->creating[i], id))
+            return 1;
+    return 0;
+}
+
+/* ---- thread-pool jobs ---- */
+
+static void on_job_work(uv_work_t *w)
+{
+    stores_job_t *j = w->data;
+    j->work_fn(j);
+}
+
+static void job_free(stores_job_t *j)
+{
+    if (j->st)
+        api_stores_hold(j->d, j->st, -1);
+    for (int i = 0; i < j->ndocs; i++)
+        free(j->docs[i]);
+    free(j->docs);
+    if (j->body)
+        json_object_put(j->body);
+    free(j->meta_body);
+    free(j->policy);
+    free(j->err);
+    free(j);
+}
+
+static void on_job_after(uv_work_t *w, int status)
+{
+    stores_job_t *j = w->data;
+    if (status < 0 && j->r == 0) {
+        j->r = status;
+        j->err = strdup("work cancelled");
+    }
+    j->after_fn(j);
+    job_free(j);
+}
+
+/* New job on store e (held until the job is freed); NULL: out of memory. */
+static stores_job_t *job_new(lanesd_t *d, store_ent_t *e, http_req_t *req)
+{
+    stores_job_t *j = calloc(1, sizeof(*j));
+    if (!j)
+        return NULL;
+    j->d = d;
+    j->req = req;
+    if (e) {
+        snprintf(j->store, sizeof(j->store), "%s", e->name);
+        j->st = e->st;
+        if (j->st)
+            e->busy++;
+    }
+    return j;
+}
+
+static void job_queue(stores_job_t *j, void (*work_fn)(stores_job_t *), void (*after_fn)(stores_job_t *))
+{
+    j->work_fn = work_fn;
+    j->after_fn = after_fn;
+    j->work.data = j;
+    int r = uv_queue_work(j->d->loop, &j->work, on_job_work, on_job_after);
+    if (r < 0) {
+        j->r = r;
+        j->err = strdup(uv_strerror(r));
+        after_fn(j);
+        job_free(j);
+    }
+}
+
 /* ---- helpers for other modules (lanesd.h) ---- */
+
+void api_stores_hold(lanesd_t *d, store_t *st, int delta)
+{
+    store_ent_t *e = d->stores ? ent_of_store(d, st) : NULL;
+    if (e)
+        e->busy += delta;
+}
+
+void api_stores_creating(lanesd_t *d, const char *lane_id, int on)
+{
+    struct api_stores *a = d->stores;
+    if (!a)
+        return;
+    for (int i = 0; i < CREATING_MAX; i++) {
+        if (on && !a->creating[i][0]) {
+            snprintf(a->creating[i], sizeof(a->creating[i]), "%s", lane_id);
+            return;
+        }
+        if (!on && !strcmp(a->creating[i], lane_id)) {
+            a->creating[i][0] = '\0';
+            return;
+        }
+    }
+}
+
+int api_stores_lane_link(lanesd_t *d, const char *lane_id, const char *src_lane_id)
+{
+    char name[64];
+    if (!lane_store_name(d, src_lane_id, name, sizeof(name)))
+        return 0;
+    return db_run(d, "INSERT OR REPLACE INTO lane_stores(lane_id, store) VALUES(?,?)", lane_id, name, NULL);
+}
+
 
 const char *api_stores_host_id(lanesd_t *d)
 {
@@ -133,6 +288,12 @@ store_t *api_stores_lane_store(lanesd_t *d, const char *lane_id)
 {
     store_ent_t *e = lane_ent(d, lane_id);
     return e ? e->st : d->store;
+}
+
+store_t *api_stores_find(lanesd_t *d, const char *name)
+{
+    store_ent_t *e = ent_find(d, name);
+    return e && !e->adding ? e->st : NULL;
 }
 
 void api_stores_lane_json(lanesd_t *d, const char *lane_id, json_object *o)
@@ -161,17 +322,18 @@ int api_stores_boot_check(lane_rt_t *l, char *msg, size_t msglen)
 }
 
 /* Copy the local store's image/<image> into st (first use of the image in
- * that store): a sparse raw file in between, then the normal import. */
-static int image_copy_in(lanesd_t *d, store_ent_t *e, const char *image, char **err)
+ * that store): a sparse raw file in dir in between, then the normal import.
+ * Thread pool (both stores are thread-safe). */
+static int image_copy_in(store_t *local, store_t *st, const char *dir, const char *image, char **err)
 {
     char ref[128], tmp[700];
     snprintf(ref, sizeof(ref), "image/%s", image);
     store_disk_t *src = NULL;
     store_disk_opts_t o = {.readonly = 1};
-    int r = store_disk_open(d->store, ref, &o, &src, err);
+    int r = store_disk_open(local, ref, &o, &src, err);
     if (r < 0)
         return r;
-    snprintf(tmp, sizeof(tmp), "%s/import-%s.raw", e->dir, image);
+    snprintf(tmp, sizeof(tmp), "%s/import-%s.raw", dir, image);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) {
         store_disk_close(src);
@@ -202,12 +364,12 @@ static int image_copy_in(lanesd_t *d, store_ent_t *e, const char *image, char **
     free(buf);
     store_disk_close(src);
     if (r == 0)
-        r = store_image_import(e->st, image, tmp, NULL, NULL, err);
+        r = store_image_import(st, image, tmp, NULL, NULL, err);
     unlink(tmp);
     return r;
 }
 
-static json_object *lane_meta_json(const lane_rt_t *l)
+char *api_stores_lane_doc(const lane_rt_t *l, char *meta_name, size_t cap)
 {
     json_object *o = json_object_new_object();
     json_object_object_add(o, "lanes_lane", json_object_new_int(1));
@@ -219,40 +381,102 @@ static json_object *lane_meta_json(const lane_rt_t *l)
     json_object_object_add(o, "disk_gib", json_object_new_int(l->disk_gib));
     json_object_object_add(o, "network", json_object_new_int(l->network));
     json_object_object_add(o, "created_at", json_object_new_int64(l->created_at));
-    return o;
+    char *body = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+    json_object_put(o);
+    snprintf(meta_name, cap, "lanes/%s.json", l->name);
+    return body;
 }
 
-int api_stores_lane_create(lanesd_t *d, lane_rt_t *l, const char *store, uint64_t disk_bytes, char **err)
+/* Thread pool: image (first use), disk, lane document. */
+static void work_lane_create(stores_job_t *j)
+{
+    char ref[128];
+    snprintf(ref, sizeof(ref), "image/%s", j->image);
+    store_ref_t r0;
+    int r = store_refresh(j->st, &j->err);
+    if (r == 0 && store_ref_get(j->st, ref, &r0, NULL) == -ENOENT) {
+        util_log("store %s: importing image %s (first use in this store)", j->store, j->image);
+        r = image_copy_in(j->local, j->st, j->dir, j->image, &j->err);
+    }
+    if (r == 0)
+        r = store_disk_create(j->st, j->lane_id, ref, j->disk_bytes, &j->err);
+    if (r == 0 && (r = store_meta_put(j->st, j->meta_name, j->meta_body, &j->err)) < 0) {
+        store_disk_delete(j->st, j->lane_id, NULL);
+        store_meta_delete(j->st, j->meta_name, NULL);
+    }
+    j->r = r;
+}
+
+static lane_rt_t *lane_by_id(lanesd_t *d, const char *id)
+{
+    for (lane_rt_t *l = d->lanes; l; l = l->next)
+        if (!l->freeing && !strcmp(l->id, id))
+            return l;
+    return NULL;
+}
+
+static void after_lane_create(stores_job_t *j)
+{
+    lanesd_t *d = j->d;
+    api_stores_creating(d, j->lane_id, 0);
+    lane_rt_t *l = lane_by_id(d, j->lane_id);
+    if (j->r == 0 && !l) {
+        util_log("store %s: lane %s was removed while it was being created; removing its disk", j->store, j->lane_id);
+        store_disk_delete(j->st, j->lane_id, NULL); /* rare: accept a blocking cleanup */
+        store_meta_delete(j->st, j->meta_name, NULL);
+        http_req_respond_error(j->req, 409, "lane_gone", "the lane was removed while it was being created");
+        return;
+    }
+    if (j->r < 0) {
+        http_req_respond_error(j->req, 500, "store_error", "create disk for lane %s: %s", l ? l->name : j->lane_id,
+                               j->err ? j->err : strerror(-j->r));
+        db_run(d, "DELETE FROM lane_stores WHERE lane_id=?", j->lane_id, NULL, NULL);
+        if (l)
+            vm_lane_unlink_free(l);
+        return;
+    }
+    if (util_mkdir_p(l->dir, 0700) < 0 || db_lane_insert(d, l) < 0 ||
+        (j->policy && db_lane_policy_set(d, l->id, j->policy) < 0)) {
+        http_req_respond_error(j->req, 500, "internal", "cannot record lane %s", l->name);
+        db_run(d, "DELETE FROM lane_stores WHERE lane_id=?", l->id, NULL, NULL);
+        db_lane_delete(d, l->id);
+        util_rm_rf(l->dir);
+        vm_lane_unlink_free(l);
+        return;
+    }
+    db_event(d, l->id, "create", l->name);
+    util_log("lane %s: created in store %s (id %s, image %s, %d cpu, %d MiB, %d GiB, network %s)", l->name, j->store,
+             l->id, l->image, l->cpus, l->memory_mib, l->disk_gib, l->network ? "mediated" : "none");
+    http_req_respond_json(j->req, 201, vm_lane_json(l));
+}
+
+void api_stores_lane_create_start(lanesd_t *d, lane_rt_t *l, const char *store, uint64_t disk_bytes,
+                                  const char *policy, http_req_t *req)
 {
     store_ent_t *e = ent_find(d, store);
     if (!e || !e->st) {
-        if (err)
-            *err = strdup(e ? "store could not be opened on this host" : "no such store (see lanectl store ls)");
-        return -ENOENT;
+        http_req_respond_error(req, 404, "store_not_found", "%s",
+                               e ? "store could not be opened on this host" : "no such store (see lanectl store ls)");
+        vm_lane_unlink_free(l);
+        return;
     }
-    char ref[128], meta[128];
-    snprintf(ref, sizeof(ref), "image/%s", l->image);
-    store_ref_t r0;
-    int r = store_refresh(e->st, err);
-    if (r == 0 && store_ref_get(e->st, ref, &r0, NULL) == -ENOENT) {
-        util_log("store %s: importing image %s (first use in this store)", e->name, l->image);
-        r = image_copy_in(d, e, l->image, err);
+    stores_job_t *j = job_new(d, e, req);
+    if (!j || !(j->meta_body = api_stores_lane_doc(l, j->meta_name, sizeof(j->meta_name))) ||
+        (policy && !(j->policy = strdup(policy))) ||
+        db_run(d, "INSERT OR REPLACE INTO lane_stores(lane_id, store) VALUES(?,?)", l->id, e->name, NULL) < 0) {
+        if (j)
+            job_free(j);
+        http_req_respond_error(req, 500, "internal", "out of memory");
+        vm_lane_unlink_free(l);
+        return;
     }
-    if (r == 0)
-        r = store_disk_create(e->st, l->id, ref, disk_bytes, err);
-    if (r < 0)
-        return r;
-    snprintf(meta, sizeof(meta), "lanes/%s.json", l->name);
-    json_object *o = lane_meta_json(l);
-    r = store_meta_put(e->st, meta, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN), err);
-    json_object_put(o);
-    if (r == 0 && db_run(d, "INSERT OR REPLACE INTO lane_stores(lane_id, store) VALUES(?,?)", l->id, e->name, NULL) < 0)
-        r = -EIO;
-    if (r < 0) {
-        store_disk_delete(e->st, l->id, NULL);
-        store_meta_delete(e->st, meta, NULL);
-    }
-    return r;
+    snprintf(j->lane_id, sizeof(j->lane_id), "%s", l->id);
+    snprintf(j->image, sizeof(j->image), "%s", l->image);
+    snprintf(j->dir, sizeof(j->dir), "%s", e->dir);
+    j->disk_bytes = disk_bytes;
+    j->local = d->store;
+    api_stores_creating(d, l->id, 1);
+    job_queue(j, work_lane_create, after_lane_create);
 }
 
 int api_stores_lane_removed(lanesd_t *d, const lane_rt_t *l, char **err)
@@ -288,29 +512,40 @@ static int collect_meta(const char *name, void *ud)
     return 0;
 }
 
-/* Adopt lanes the bucket has and this host does not; forget stopped lanes
- * whose documents are gone from the bucket (removed on another host). */
-static void store_sync(lanesd_t *d, store_ent_t *e)
+/* Thread pool: pull the bucket's refs and its lane documents into j->docs. */
+static void work_sync(stores_job_t *j)
 {
-    char *err = NULL;
     struct meta_names *m = calloc(1, sizeof(*m));
-    if (!m || !e->st)
-        goto out;
-    if (store_refresh(e->st, &err) < 0 || store_meta_list(e->st, "lanes/", collect_meta, m, &err) < 0) {
-        util_log("store %s: sync: %s", e->name, err ? err : "failed");
-        goto out;
+    if (!m) {
+        j->r = -ENOMEM;
+        return;
     }
-    for (int i = 0; i < m->n; i++) {
+    if ((j->r = store_refresh(j->st, &j->err)) < 0 ||
+        (j->r = store_meta_list(j->st, "lanes/", collect_meta, m, &j->err)) < 0) {
+        free(m);
+        return;
+    }
+    j->r = 0;
+    j->docs = calloc((size_t)m->n + 1, sizeof(char *));
+    for (int i = 0; j->docs && i < m->n; i++) {
         char *body = NULL;
-        if (store_meta_get(e->st, m->names[i], &body, NULL) < 0)
-            continue;
-        json_object *o = json_tokener_parse(body), *v;
-        free(body);
+        if (store_meta_get(j->st, m->names[i], &body, NULL) == 0)
+            j->docs[j->ndocs++] = body;
+    }
+    free(m);
+}
+
+/* Loop: adopt lanes the bucket has and this host does not; forget stopped
+ * lanes whose disks are gone from the bucket (removed on another host). */
+static void sync_apply(lanesd_t *d, store_ent_t *e, stores_job_t *j)
+{
+    for (int i = 0; i < j->ndocs; i++) {
+        json_object *o = json_tokener_parse(j->docs[i]), *v;
         const char *name = o && json_object_object_get_ex(o, "name", &v) ? json_object_get_string(v) : NULL;
         const char *id = o && json_object_object_get_ex(o, "id", &v) ? json_object_get_string(v) : NULL;
         char ref[80];
         store_ref_t dref;
-        if (!name || !id || strlen(name) >= 64 || strlen(id) >= 32 || !name_ok(name)) {
+        if (!name || !id || strlen(name) >= 64 || strlen(id) >= 32 || !name_ok(name) || creating_has(d, id)) {
             json_object_put(o);
             continue;
         }
@@ -354,7 +589,7 @@ static void store_sync(lanesd_t *d, store_ent_t *e)
         char sname[64], ref[80];
         store_ref_t dref;
         if (l->freeing || lane_state_is_active(l->state) || l->qemu.pid > 0 || l->nbdkit.pid > 0 ||
-            !lane_store_name(d, l->id, sname, sizeof(sname)) || strcmp(sname, e->name))
+            creating_has(d, l->id) || !lane_store_name(d, l->id, sname, sizeof(sname)) || strcmp(sname, e->name))
             continue;
         snprintf(ref, sizeof(ref), "disk/%s", l->id);
         if (store_ref_get(e->st, ref, &dref, NULL) != -ENOENT)
@@ -366,9 +601,31 @@ static void store_sync(lanesd_t *d, store_ent_t *e)
         util_rm_rf(l->dir);
         vm_lane_unlink_free(l);
     }
-out:
-    free(err);
-    free(m);
+}
+
+static void after_sync(stores_job_t *j)
+{
+    store_ent_t *e = ent_find(j->d, j->store);
+    if (!e || e->st != j->st)
+        return;
+    e->syncing = 0;
+    if (j->r < 0) {
+        util_log("store %s: sync: %s", e->name, j->err ? j->err : strerror(-j->r));
+        return;
+    }
+    if (!j->d->shutting_down)
+        sync_apply(j->d, e, j);
+}
+
+static void sync_start(lanesd_t *d, store_ent_t *e)
+{
+    if (e->syncing || e->adding || !e->st)
+        return;
+    stores_job_t *j = job_new(d, e, NULL);
+    if (!j)
+        return;
+    e->syncing = 1;
+    job_queue(j, work_sync, after_sync);
 }
 
 static void on_sync_timer(uv_timer_t *t)
@@ -377,7 +634,7 @@ static void on_sync_timer(uv_timer_t *t)
     if (d->shutting_down)
         return;
     for (int i = 0; i < d->stores->n; i++)
-        store_sync(d, &d->stores->v[i]);
+        sync_start(d, &d->stores->v[i]);
 }
 
 /* ---- backend.conf (for listing; the file holds no secret) ---- */
@@ -429,7 +686,8 @@ static void h_stores_list(http_req_t *req, void *ctx)
     json_object *arr = json_object_new_array();
     json_object_array_add(arr, store_json(d, NULL));
     for (int i = 0; i < d->stores->n; i++)
-        json_object_array_add(arr, store_json(d, &d->stores->v[i]));
+        if (!d->stores->v[i].adding)
+            json_object_array_add(arr, store_json(d, &d->stores->v[i]));
     json_object *o = json_object_new_object();
     json_object_object_add(o, "stores", arr);
     http_req_respond_json(req, 200, o);
@@ -446,6 +704,85 @@ static int jbool(json_object *b, const char *k)
 {
     json_object *v;
     return json_object_object_get_ex(b, k, &v) && json_object_get_boolean(v);
+}
+
+/* Thread pool: probe the bucket, make the local side, open it, first sync. */
+static void work_store_add(stores_job_t *j)
+{
+    json_object *body = j->body;
+    const char *flush = jstr(body, "flush");
+    store_s3_config_t cfg = {
+        .endpoint = jstr(body, "endpoint"),
+        .bucket = jstr(body, "bucket"),
+        .prefix = jstr(body, "prefix") ? jstr(body, "prefix") : "",
+        .region = jstr(body, "region"),
+        .credentials_file = jstr(body, "credentials_file"),
+        .profile = jstr(body, "profile"),
+        .vhost = jbool(body, "vhost"),
+        .durability = flush && !strcmp(flush, "remote") ? STORE_DURABILITY_REMOTE : STORE_DURABILITY_LOCAL,
+        .cache_dir = j->cache,
+        .allow_unenforced_leases = jbool(body, "allow_unenforced_leases"),
+    };
+    util_rm_rf(j->dir); /* leftovers of an earlier add of this name */
+    int r = store_create_s3(j->dir, &cfg, NULL, &j->enforced, &j->err);
+    if (r == 0)
+        r = store_open(j->dir, 0, &j->st, &j->err);
+    if (r < 0) {
+        util_rm_rf(j->dir);
+        j->r = r;
+        return;
+    }
+    work_sync(j);
+    if (j->r < 0) { /* the store is fine; its lanes come with the next sync */
+        util_log("store %s: first sync: %s", j->store, j->err ? j->err : strerror(-j->r));
+        free(j->err);
+        j->err = NULL;
+        j->r = 0;
+    }
+}
+
+static void after_store_add(stores_job_t *j)
+{
+    lanesd_t *d = j->d;
+    struct api_stores *a = d->stores;
+    store_ent_t *e = ent_find(d, j->store);
+    http_req_t *req = j->req;
+    char now[32];
+    snprintf(now, sizeof(now), "%lld", (long long)util_now_s());
+    if (j->r == 0 && e &&
+        db_run(d, "INSERT INTO stores(name, type, dir, created_at) VALUES(?,'s3',?,?)", e->name, e->dir, now) < 0) {
+        j->r = -EIO;
+        j->err = strdup("state database error");
+    }
+    if (j->r < 0 || !e) {
+        int r = j->r;
+        http_req_respond_error(req, r == -EACCES || r == -EINVAL ? 400 : r == -EIO ? 500 : 502, "store_error",
+                               "add store %s: %s", j->store, j->err ? j->err : strerror(-r));
+        if (j->st) {
+            store_close(j->st);
+            j->st = NULL;
+            util_rm_rf(j->dir);
+        }
+        if (e)
+            *e = a->v[--a->n];
+        return;
+    }
+    e->st = j->st;
+    e->adding = 0;
+    e->busy++; /* balanced by job_free's release of j->st */
+    int allow = jbool(j->body, "allow_unenforced_leases");
+    util_log("store %s: added (s3, conditional writes %s%s)", e->name, j->enforced ? "enforced" : "NOT enforced",
+             !j->enforced && allow ? "; lanes may move between hosts at the operator's risk" : "");
+    sync_apply(d, e, j);
+    json_object *o = store_json(d, e);
+    if (!j->enforced)
+        json_object_object_add(
+            o, "warning",
+            json_object_new_string(allow ? "this store does not enforce conditional writes: leases are best effort; "
+                                           "you must make sure only one host uses a lane at a time"
+                                         : "this store does not enforce conditional writes: a lane can be used only "
+                                           "from the host that used it last (no moves between hosts)"));
+    http_req_respond_json(req, 201, o);
 }
 
 static void h_store_add(http_req_t *req, void *ctx)
@@ -492,61 +829,24 @@ static void h_store_add(http_req_t *req, void *ctx)
         http_req_respond_error(req, 409, "too_many", "at most %d stores", STORES_MAX);
         return;
     }
-    store_ent_t *e = &a->v[a->n];
+    store_ent_t *e = &a->v[a->n++];
     memset(e, 0, sizeof(*e));
     snprintf(e->name, sizeof(e->name), "%s", name);
     snprintf(e->dir, sizeof(e->dir), "%s/stores/%s", d->state_dir, name);
-    char cache[600], sdir[600];
-    snprintf(cache, sizeof(cache), "%s/s3cache", d->state_dir);
+    e->adding = 1; /* name reserved; probe and first sync off the loop */
+    stores_job_t *j = job_new(d, e, req);
+    if (!j) {
+        *e = a->v[--a->n];
+        http_req_respond_error(req, 500, "internal", "out of memory");
+        return;
+    }
+    j->body = json_object_get(body);
+    snprintf(j->dir, sizeof(j->dir), "%s", e->dir);
+    snprintf(j->cache, sizeof(j->cache), "%s/s3cache", d->state_dir);
+    char sdir[600];
     snprintf(sdir, sizeof(sdir), "%s/stores", d->state_dir);
     util_mkdir_p(sdir, 0700);
-    util_rm_rf(e->dir); /* leftovers of an earlier add of this name */
-    store_s3_config_t cfg = {
-        .endpoint = jstr(body, "endpoint"),
-        .bucket = jstr(body, "bucket"),
-        .prefix = jstr(body, "prefix") ? jstr(body, "prefix") : "",
-        .region = jstr(body, "region"),
-        .credentials_file = cred,
-        .profile = jstr(body, "profile"),
-        .vhost = jbool(body, "vhost"),
-        .durability = flush && !strcmp(flush, "remote") ? STORE_DURABILITY_REMOTE : STORE_DURABILITY_LOCAL,
-        .cache_dir = cache,
-        .allow_unenforced_leases = jbool(body, "allow_unenforced_leases"),
-    };
-    char *err = NULL;
-    int enforced = 0;
-    int r = store_create_s3(e->dir, &cfg, NULL, &enforced, &err);
-    if (r == 0)
-        r = store_open(e->dir, 0, &e->st, &err);
-    if (r < 0) {
-        http_req_respond_error(req, r == -EACCES || r == -EINVAL ? 400 : 502, "store_error", "add store %s: %s", name,
-                               err ? err : strerror(-r));
-        free(err);
-        util_rm_rf(e->dir);
-        return;
-    }
-    char now[32];
-    snprintf(now, sizeof(now), "%lld", (long long)util_now_s());
-    if (db_run(d, "INSERT INTO stores(name, type, dir, created_at) VALUES(?,'s3',?,?)", e->name, e->dir, now) < 0) {
-        store_close(e->st);
-        util_rm_rf(e->dir);
-        http_req_respond_error(req, 500, "internal", "state database error");
-        return;
-    }
-    a->n++;
-    util_log("store %s: added (s3, conditional writes %s%s)", name, enforced ? "enforced" : "NOT enforced",
-             !enforced && cfg.allow_unenforced_leases ? "; lanes may move between hosts at the operator's risk" : "");
-    store_sync(d, e);
-    json_object *o = store_json(d, e);
-    if (!enforced)
-        json_object_object_add(
-            o, "warning",
-            json_object_new_string(cfg.allow_unenforced_leases
-                                       ? "this store does not enforce conditional writes: leases are best effort; "
-                                         "you must make sure only one host uses a lane at a time"
-                                       : "this store does not enforce conditional writes: a lane can be used only "
-                                         "from the host that used it last (no moves between hosts)"));
-    http_req_respond_json(req, 201, o);
+    job_queue(j, work_store_add, after_store_add);
 }
 
 static void h_store_rm(http_req_t *req, void *ctx)
@@ -557,6 +857,11 @@ static void h_store_rm(http_req_t *req, void *ctx)
     store_ent_t *e = name ? ent_find(d, name) : NULL;
     if (!e) {
         http_req_respond_error(req, 404, "store_not_found", "no store named '%s'", name ? name : "");
+        return;
+    }
+    if (e->busy || e->adding || e->syncing) {
+        http_req_respond_error(req, 409, "store_busy", "store %s has work in progress (add, sync, create, snapshot or "
+                               "gc): retry shortly", e->name);
         return;
     }
     for (lane_rt_t *l = d->lanes; l; l = l->next) {
@@ -663,6 +968,7 @@ void api_stores_close(lanesd_t *d)
     if (!a)
         return;
     for (int i = 0; i < a->n; i++)
-        store_close(a->v[i].st);
+        if (!a->v[i].busy) /* busy: a worker still uses it; the process is exiting */
+            store_close(a->v[i].st);
     a->n = 0;
 }

@@ -292,8 +292,21 @@ store_t *api_stores_lane_store(lanesd_t *d, const char *lane_id);
 void api_stores_lane_json(lanesd_t *d, const char *lane_id, json_object *o);
 /* Before a boot: may this host attach the lane's disk (lease)?  0 or -errno + msg. */
 int api_stores_boot_check(lane_rt_t *l, char *msg, size_t msglen);
-/* Disk of a new lane in S3 store `store` (image copied in on first use). */
-int api_stores_lane_create(lanesd_t *d, lane_rt_t *l, const char *store, uint64_t disk_bytes, char **err);
+/* Create lane l's disk in S3 store `store` (image copied in on first use) and
+ * its document in the bucket on the thread pool, then record the lane and
+ * answer req (201 or an error; l is freed on failure). */
+void api_stores_lane_create_start(lanesd_t *d, lane_rt_t *l, const char *store, uint64_t disk_bytes,
+                                  const char *policy, http_req_t *req);
+/* For S3 work done by other modules off the loop (fork): the lane's bucket
+ * document (malloc'd body; meta_name set), the store row of a new lane
+ * (same store as src), an id the periodic sync must neither adopt nor
+ * forget yet, and a hold on a store_t in use (no-op for the local store). */
+char *api_stores_lane_doc(const lane_rt_t *l, char *meta_name, size_t cap);
+int api_stores_lane_link(lanesd_t *d, const char *lane_id, const char *src_lane_id);
+void api_stores_creating(lanesd_t *d, const char *lane_id, int on);
+void api_stores_hold(lanesd_t *d, store_t *st, int delta);
+/* The store_t of an S3 store by name (NULL if none or unavailable). */
+store_t *api_stores_find(lanesd_t *d, const char *name);
 int api_stores_lane_removed(lanesd_t *d, const lane_rt_t *l, char **err);
 void api_metrics_observe_event(lanesd_t *d, const char *kind, const char *detail);
 void api_metrics_exec_done(lanesd_t *d, int64_t duration_ms, int failed);

@@ -7,9 +7,11 @@
  *   store rm NAME                                         DELETE /v1/stores/NAME
  *   (the credentials file's path is sent, never its contents)
  *
- *   store gc [--grace SECONDS] [--dry-run] [--json]   POST /v1/store/gc
- *   store verify [--json]                             POST /v1/store/verify
- *   store stats [--json]                              GET  /v1/store/stats
+ *   store gc [--store NAME] [--grace SECONDS] [--dry-run] [--json]
+ *                                                     POST /v1/store/gc
+ *   store verify [--store NAME] [--json]              POST /v1/store/verify
+ *   store stats [--store NAME] [--json]               GET  /v1/store/stats
+ *   (--store: an added S3 store instead of the local one: ?store=NAME)
  *
  * Exit status of verify: 0 clean, 1 problems found (listed). */
 #include <errno.h>
@@ -28,9 +30,9 @@ static const char usage[] = "usage: lanectl store add NAME s3 --endpoint URL --b
                             "                 [--allow-unenforced-leases] [--vhost]\n"
                             "       lanectl store ls [--json]\n"
                             "       lanectl store rm NAME\n"
-                            "       lanectl store gc [--grace SECONDS] [--dry-run] [--json]\n"
-                            "       lanectl store verify [--json]\n"
-                            "       lanectl store stats [--json]\n";
+                            "       lanectl store gc [--store NAME] [--grace SECONDS] [--dry-run] [--json]\n"
+                            "       lanectl store verify [--store NAME] [--json]\n"
+                            "       lanectl store stats [--store NAME] [--json]\n";
 
 static long long jint(json_object *o, const char *key)
 {
@@ -164,10 +166,12 @@ int cmd_store(lanectl_t *ctx, int argc, char **argv)
     static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
                                          {"dry-run", no_argument, NULL, 'n'},
                                          {"grace", required_argument, NULL, 'g'},
+                                         {"store", required_argument, NULL, 's'},
                                          LANECTL_COMMON_OPTS,
                                          {NULL, 0, NULL, 0}};
     bool json = false, dry = false;
     long long grace = -1;
+    const char *store = NULL;
     int opt;
     optind = 0;
     opterr = 0;
@@ -175,6 +179,8 @@ int cmd_store(lanectl_t *ctx, int argc, char **argv)
         unsigned long long g;
         if (opt == 'j')
             json = true;
+        else if (opt == 's')
+            store = optarg;
         else if (opt == 'n')
             dry = true;
         else if (opt == 'g') {
@@ -194,16 +200,22 @@ int cmd_store(lanectl_t *ctx, int argc, char **argv)
         return store_ls(ctx, json);
     json_object *resp = NULL, *body = NULL;
     int r;
+    char path[160];
+    if (store && strspn(store, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(store))
+        return lanectl_usage_error(usage, "store: bad --store '%s'", store);
+    if (store && strlen(store) > 63)
+        return lanectl_usage_error(usage, "store: bad --store '%s'", store);
+#define STORE_PATH(p) (snprintf(path, sizeof(path), "%s%s%s", (p), store ? "?store=" : "", store ? store : ""), path)
     if (!strcmp(verb, "gc")) {
         body = json_object_new_object();
         if (grace >= 0)
             json_object_object_add(body, "grace_s", json_object_new_int64(grace));
         json_object_object_add(body, "dry_run", json_object_new_boolean(dry));
-        r = client_call(ctx, "POST", "/v1/store/gc", body, &resp, NULL);
+        r = client_call(ctx, "POST", STORE_PATH("/v1/store/gc"), body, &resp, NULL);
     } else if (!strcmp(verb, "verify")) {
-        r = client_call(ctx, "POST", "/v1/store/verify", NULL, &resp, NULL);
+        r = client_call(ctx, "POST", STORE_PATH("/v1/store/verify"), NULL, &resp, NULL);
     } else if (!strcmp(verb, "stats")) {
-        r = client_call(ctx, "GET", "/v1/store/stats", NULL, &resp, NULL);
+        r = client_call(ctx, "GET", STORE_PATH("/v1/store/stats"), NULL, &resp, NULL);
     } else {
         return lanectl_usage_error(usage, "store: unknown verb '%s'", verb);
     }
@@ -218,6 +230,9 @@ int cmd_store(lanectl_t *ctx, int argc, char **argv)
                dry ? "would delete" : "deleted", dry ? jint(resp, "garbage_objects") : jint(resp, "deleted_objects"),
                jint(resp, "objects"), dry ? jint(resp, "garbage_bytes") : jint(resp, "deleted_bytes"),
                jint(resp, "garbage_objects"), jint(resp, "kept_recent"), jint(resp, "refs"));
+        if (jint(resp, "live_writers"))
+            printf("%lld live writers (this host's sessions, other hosts' pending uploads) protect recent objects\n",
+                   jint(resp, "live_writers"));
     } else if (!strcmp(verb, "stats")) {
         json_object *v;
         double ratio = json_object_object_get_ex(resp, "dedup_ratio", &v) ? json_object_get_double(v) : 1.0;

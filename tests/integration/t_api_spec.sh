@@ -3,7 +3,9 @@
 # and method is called with placeholder parameters: the answer must never be
 # the router's own 404 (code "not_found") or 405 — a handler must have run
 # (typically answering lane_not_found, invalid, or 200). Also checks that
-# every error body has the documented {"error": {"code", "message"}} shape.
+# every error body has the documented {"error": {"code", "message"}} shape,
+# and that the status and body of each answer are documented for the route
+# (tests/integration/openapi_contract.py).
 set -eu
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lanes.sh"
@@ -11,10 +13,12 @@ set -eu
 
 test_tmpdir
 lanes_start
-/usr/bin/python3 - "$LANES_ROOT/api/openapi.yaml" "$LANES_SOCKET" <<'PY'
+PYTHONPATH="$(dirname "$0")" /usr/bin/python3 - "$LANES_ROOT/api/openapi.yaml" "$LANES_SOCKET" <<'PY'
 import json, socket, sys, yaml
+from openapi_contract import Spec
 
 spec = yaml.safe_load(open(sys.argv[1]))
+contract = Spec(sys.argv[1])
 sock = sys.argv[2]
 
 def call(method, url, body):
@@ -83,6 +87,11 @@ for path, item in spec["paths"].items():
                 continue
         if status == 405 or (status == 404 and err and err["code"] == "not_found"):
             problems.append("%s %s: not served (%d %s)" % (method.upper(), path, status, data[:120]))
+            continue
+        # The answer to a bad request must itself be documented (status,
+        # content type, body schema); 400 for an empty {} body is generic.
+        if not (status == 400 and body):
+            problems.extend(contract.check(method, path, status, ctype, data))
 print("checked %d routes" % checked)
 if problems:
     print("\n".join(problems))

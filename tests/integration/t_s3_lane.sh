@@ -101,8 +101,10 @@ lcb exec l1 -- cat /root/hello | grep -q after-snapshot && fail "restore did not
 lcb exec l1 -- cat /root/hello | grep -q written-on-B || fail "restore lost pre-snapshot data"
 "$LANES_BUILD/bin/lanes-store" --store "$STATE_B/stores/s3b" ls 2>/dev/null | grep -q "snap/$L1/s3snap" \
     || fail "the snapshot ref is not in the lane's S3 store"
-if lcb fork l1@s3snap l1fork >"$T/fork.out" 2>&1; then fail "fork of an S3 lane was accepted"; fi
-grep -q "S3 store" "$T/fork.out" || fail "fork refusal message: $(cat "$T/fork.out")"
+lcb fork l1@s3snap l1fork >"$T/fork.out" 2>&1 || fail "fork of an S3 lane: $(cat "$T/fork.out")"
+lcb inspect l1fork | json_field store | grep -qx s3b || fail "the fork is not in the source's store"
+ls3 ls lanes-t/meta/lanes/ | grep -q "l1fork.json" || fail "the fork is not registered in the bucket"
+lcb rm l1fork >/dev/null || fail "rm of the fork"
 lcb stop l1 >/dev/null
 
 log "no secret in logs or API output"

@@ -7,7 +7,7 @@ fault policy selects, misbehaves the way real object stores and networks do.
 
   faultproxy.py --upstream 127.0.0.1:PORT --port-file F [--stats F]
                 [--control F] [--mode M] [--rate R] [--count N]
-                [--delay-ms N] [--methods GET,PUT] [--seed S]
+                [--delay-ms N] [--methods GET,PUT] [--paths S1,S2] [--seed S]
 
 Modes (the fault for a selected request):
   none       forward untouched
@@ -20,12 +20,13 @@ Modes (the fault for a selected request):
              body and close: the client sees a short read
   short      forward, then send half the body with a Content-Length that
              matches it: only a checksum can tell
-Selection: a request whose method is in --methods (default all) is faulted
+Selection: a request whose method is in --methods (default all) and whose
+path contains one of the --paths substrings (default any path) is faulted
 with probability --rate (default 1), for at most --count requests
 (default unlimited; 0 = none).  --delay-ms adds latency to every request.
 
 --control names a JSON file with the same keys (mode, rate, count, delay_ms,
-methods, seed); it is re-read whenever its mtime changes (counts restart),
+methods, paths, seed); it is re-read whenever its mtime changes (counts restart),
 so a test can change the fault mid-run.  --stats names a JSON file rewritten
 after each request: requests, faults, connections, by_mode.
 """
@@ -62,7 +63,8 @@ class Policy:
         self.stats = {"requests": 0, "faults": 0, "connections": 0, "by_mode": {}}
         self.apply({"mode": args.mode, "rate": args.rate, "count": args.count,
                     "delay_ms": args.delay_ms, "seed": args.seed,
-                    "methods": args.methods.split(",") if args.methods else []})
+                    "methods": args.methods.split(",") if args.methods else [],
+                    "paths": args.paths.split(",") if args.paths else []})
 
     def apply(self, cfg):
         self.mode = cfg.get("mode", "none")
@@ -71,6 +73,7 @@ class Policy:
         self.left = -1 if count is None else int(count)
         self.delay_ms = int(cfg.get("delay_ms", 0))
         self.methods = {m.upper() for m in cfg.get("methods", []) or []}
+        self.paths = [p for p in cfg.get("paths", []) or [] if p]
         self.rng = random.Random(cfg.get("seed", 1))
 
     def reload(self):
@@ -89,7 +92,7 @@ class Policy:
         self.mtime = mt
         self.apply(json.loads(text))
 
-    def decide(self, method):
+    def decide(self, method, path=""):
         """Return (fault mode or None, delay in ms) for one request."""
         with self.lock:
             self.reload()
@@ -97,6 +100,7 @@ class Policy:
             fault = None
             if (self.mode != "none" and self.left != 0 and
                     (not self.methods or method in self.methods) and
+                    (not self.paths or any(p in path for p in self.paths)) and
                     self.rng.random() < self.rate):
                 fault = self.mode
                 if self.left > 0:
@@ -153,7 +157,7 @@ def make_handler(policy, upstream):
             method = self.command
             n = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(n) if n else b""
-            fault, delay = policy.decide(method)
+            fault, delay = policy.decide(method, self.path)
             if delay:
                 time.sleep(delay / 1000.0)
             if fault == "503":
@@ -221,6 +225,7 @@ def main():
     ap.add_argument("--count", type=int, default=-1)
     ap.add_argument("--delay-ms", type=int, default=0)
     ap.add_argument("--methods", default="")
+    ap.add_argument("--paths", default="", help="comma-separated path substrings")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     policy = Policy(args)
