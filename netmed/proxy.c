@@ -923,14 +923,15 @@ static void sb_free(sbuf_t *b)
 static int http_exchange(conn_t *c, bool tls)
 {
     netmed_t *m = c->m;
-    conn_secrets_refresh(c);            /* every request sees the current secrets */
-    const secrets_t *ss = c->ss;
+    const secrets_t *ss;
     req_log_t log;
     memset(&log, 0, sizeof log);
     log.decision = "allow";
     long hl = ep_read_head(&c->g);
     if (hl == 0)
         return 0;
+    conn_secrets_refresh(c);            /* every request sees the current secrets */
+    ss = c->ss;
     http_head_t req, resp;
     memset(&resp, 0, sizeof resp);
     const char *why = "malformed request head";

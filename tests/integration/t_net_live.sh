@@ -43,6 +43,21 @@ sys.exit(0 if out == b"splice-bytes" else "echo: %r" % out)
 log "ok: raw TCP splice with half-close"
 audit_has '"ev":"policy","rules":2' || fail "policy change not audited"
 
+# IPv6: the guest gets no route out (the lane netns has IPv6 off and
+# drops every non-IPv4 packet; netmed's DNS answers AAAA with no data), so
+# v6 connects fail at once instead of escaping or hanging.
+if guest ip -6 route show | grep -Ev '^(fe80::|multicast|ff00::)' | grep -q .; then
+    guest ip -6 route show; fail "guest has an IPv6 route out"
+fi
+expect_fail "IPv6 to a global address" guest python3 -c '
+import socket; socket.create_connection(("2001:db8::10", 80), timeout=3)'
+grep -Eq 'unreachable|Network is unreachable' "$T/out" || { cat "$T/out"; fail "IPv6 connect did not fail as unreachable"; }
+expect_fail "IPv6 to the gateway link-local" guest python3 -c '
+import socket; socket.create_connection(("fe80::1%eth0", 80), timeout=3)'
+expect_fail "curl -6 to an allowed name" gcurl -6 --connect-timeout 3 http://other.lanes.test/
+[ -z "$(ip -n "$NS_L" -6 addr show dev tap0)" ] || fail "tap0 has IPv6 addresses in the lane netns"
+log "ok: IPv6 fails cleanly (no route, no AAAA, no v6 on tap0)"
+
 # kill -9: the lane has no network, and it is not open either
 kill -KILL "$NETMED_PID"; wait "$NETMED_PID" 2>/dev/null; NETMED_PID=
 : >"$W/requests.log"

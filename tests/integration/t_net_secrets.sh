@@ -95,4 +95,62 @@ audit_has '"reason":"placeholder over plain HTTP"' || fail "plain HTTP block not
 audit_has '"reason":"placeholder sent on a connection where it may not be used"' || fail "splice block not audited"
 no_real "$NETMED_AUDIT" "$T/netmed.log"
 ps -eo args | grep -F -- "$REAL" | grep -v grep && fail "real value on a command line"
+
+# Live reload (what lanesd does on `lanectl secret set`): a new secrets
+# file and "secrets-reload" on the control socket. The same netmed keeps
+# serving; an intercepted keep-alive connection opened before the change
+# stays open and its next request gets the new value; a spliced connection
+# opened before the change is cut when it carries the placeholder of a
+# secret added by the change.
+REAL2=ghp_SecondValue_9876543210_qwertyUVW
+NEWV=new-value-abcdef123456
+PH2=lanes-secret-NEW-0a1b2c3d4e5f6789
+cat >"$T/secrets2.json" <<JSON
+{"secrets": [{"name": "GH", "value": "$REAL2", "placeholder": "$PH", "hosts": ["api.lanes.test"]},
+             {"name": "NEW", "value": "$NEWV", "placeholder": "$PH2", "hosts": ["api.lanes.test"]}]}
+JSON
+chmod 600 "$T/secrets2.json"
+npid=$NETMED_PID
+: >"$W/requests.log"
+guest python3 - "$CA" "$PH" "$PH2" "$T/secrets.json" "$T/secrets2.json" "$NETMED" "$NETMED_CTL" <<'PY' ||
+import http.client, shutil, socket, ssl, subprocess, sys
+ca, ph, ph2, live, new, netmed, ctl = sys.argv[1:8]
+c = http.client.HTTPSConnection("api.lanes.test", 443, context=ssl.create_default_context(cafile=ca), timeout=10)
+c.request("GET", "/before", headers={"Authorization": "Bearer " + ph})
+r = c.getresponse(); r.read()
+assert r.status == 200, "before: %d" % r.status
+sock, here = c.sock, c.sock.getsockname()
+p = socket.create_connection(("198.51.100.2", 8080), timeout=10)
+p.sendall(b"GET /plain1 HTTP/1.1\r\nHost: 198.51.100.2:8080\r\n\r\n")
+got = p.recv(65536)
+assert got.startswith(b"HTTP/1.1 200"), "plain1: %r" % got[:60]
+shutil.copy(new, live)
+out = subprocess.run([netmed, "ctl", ctl, "secrets-reload"], capture_output=True, text=True)
+assert out.returncode == 0 and '"secrets":2' in out.stdout, "reload: %r" % (out,)
+c.request("GET", "/after", headers={"Authorization": "Bearer " + ph, "X-New": ph2})
+r = c.getresponse(); r.read()
+assert r.status == 200, "after: %d" % r.status
+assert c.sock is sock and sock.getsockname() == here, "the intercepted connection was replaced"
+p.sendall(b"GET /plain2 HTTP/1.1\r\nHost: 198.51.100.2:8080\r\nX-T: " + ph2.encode() + b"\r\n\r\n")
+try:
+    got = p.recv(65536)
+except ConnectionResetError:
+    got = b""
+assert not got, "a new secret's placeholder passed an open splice: %r" % got[:60]
+PY
+    fail "live secrets reload"
+[ "$NETMED_PID" = "$npid" ] && kill -0 "$npid" || fail "netmed was restarted for a secrets change"
+grep '"path": "/before"' "$W/requests.log" | grep -q "Bearer $REAL\"" || fail "before the reload: old value not injected"
+grep '"path": "/after"' "$W/requests.log" | grep -q "Bearer $REAL2\"" || fail "after the reload: new value not injected on the open connection"
+grep '"path": "/after"' "$W/requests.log" | grep -q "$NEWV" || fail "after the reload: the added secret not injected"
+grep -q '/plain2' "$W/requests.log" && fail "the cut splice request reached the server"
+audit_has '"ev":"secrets","count":2' || fail "secrets reload not audited"
+no_real "$NETMED_AUDIT" "$T/netmed.log"
+grep -l -- "$REAL2" "$NETMED_AUDIT" "$T/netmed.log" && fail "new real value in the audit/log"
+# a broken file is refused and the live set stays
+echo '{"secrets": [' >"$T/secrets.json"
+expect_fail "secrets-reload of a broken file" net_ctl secrets-reload
+gcurl --cacert "$CA" -H "Authorization: Bearer $PH" https://api.lanes.test/still >/dev/null || fail "request after a refused reload"
+grep '"path": "/still"' "$W/requests.log" | grep -q "Bearer $REAL2\"" || fail "a refused reload changed the live secrets"
+log "ok: live secrets reload keeps connections, swaps values, refuses a broken file"
 log "PASS"
