@@ -6,7 +6,9 @@
  *   map.c            the manifest: a Merkle tree of map pages (in memory,
  *                    loaded lazily, copy-on-write, serialized on commit)
  *   disk.c           the disk engine: dirty-chunk cache, read/write/flush
- *   objects-local.c  object backend: loose files under STORE/objects
+ *   objects-local.c  object backend: pack files + SQLite index under
+ *                    STORE/objects (pack.c: the pack format); loose files
+ *                    of older stores are still read
  *   objects-s3.c     object backend: objects and refs in an S3 bucket, a
  *                    local write-back journal, a host-wide chunk cache
  *   gc.c             reachability walks over all refs: gc, verify, stats,
@@ -92,6 +94,13 @@ struct store_backend_ops {
    * knows of (other hosts), count them, drop dead ones if remove. */
   int (*gc_prepare)(void *be, int remove, int64_t *cutoff_ns, uint64_t *live,
                     uint64_t *dead, char **err);
+
+  /* ---- optional: tools and tests (local backend) ---- */
+  /* Where object id's bytes are: file, offset, length. */
+  int (*locate)(void *be, const store_id_t *id, char **path,
+                uint64_t *offset, uint64_t *len, char **err);
+  /* Set the time GC compares with its cutoff (ns since the epoch). */
+  int (*set_time)(void *be, const store_id_t *id, int64_t t_ns, char **err);
 };
 
 extern const struct store_backend_ops store_backend_local;
@@ -138,6 +147,14 @@ void store_hash(const void *buf, size_t len, store_id_t *out);
  * missing or corrupt. */
 int store_object_read(store_t *s, const store_id_t *id, void *buf, size_t cap,
                       size_t *len, const char *what, char **err);
+
+/* For tools and tests: where object id is stored (*path malloc'd; a pack
+ * file and the data offset in it, or a loose file and 0), and setting its
+ * GC time.  -ENOENT if absent, -EOPNOTSUPP for backends without them. */
+int store_object_locate(store_t *s, const store_id_t *id, char **path,
+                        uint64_t *offset, uint64_t *len, char **err);
+int store_object_set_time(store_t *s, const store_id_t *id, int64_t t_ns,
+                          char **err);
 
 /* ---- refs (store.c) ---- */
 /* Swap ref name's root/size/generation if its generation is still

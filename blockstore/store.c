@@ -387,6 +387,24 @@ char *store_object_path(const store_t *s, const store_id_t *id)
   return s->ops->path(s->be, id);
 }
 
+int store_object_locate(store_t *s, const store_id_t *id, char **path,
+                        uint64_t *offset, uint64_t *len, char **err)
+{
+  if (!s->ops->locate)
+    return store_err(err, EOPNOTSUPP, "the %s backend cannot locate objects",
+                     s->ops->name);
+  return s->ops->locate(s->be, id, path, offset, len, err);
+}
+
+int store_object_set_time(store_t *s, const store_id_t *id, int64_t t_ns,
+                          char **err)
+{
+  if (!s->ops->set_time)
+    return store_err(err, EOPNOTSUPP, "the %s backend has no object times",
+                     s->ops->name);
+  return s->ops->set_time(s->be, id, t_ns, err);
+}
+
 /* ---- pending writer sessions ---- */
 
 uint64_t store_proc_start_time(pid_t pid)

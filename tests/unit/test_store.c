@@ -20,7 +20,9 @@
 
 #include <cmocka.h>
 
-#include "store.h"
+#include <sqlite3.h>
+
+#include "store-internal.h"
 
 #define CS 4096u
 
@@ -84,37 +86,54 @@ static void write_file(const char *path, const void *buf, size_t len)
   close(fd);
 }
 
-static int count_objects_cb(const char *path, const struct stat *sb, int flag,
-                            struct FTW *ftw)
-{
-  static int *counter;
-  if (!path) {          /* reset hook */
-    counter = (int *)sb;
-    return 0;
-  }
-  if (flag == FTW_F && !strstr(path, "/objects/tmp/") &&
-      path[ftw->base] != '.')   /* .gc-lock, .tmp-* */
-    (*counter)++;
-  return 0;
-}
-
+/* Objects in the store (pack index rows and loose files). */
 static int count_objects(struct fixture *f)
 {
-  int n = 0;
-  char path[160];
-  snprintf(path, sizeof path, "%s/objects", f->store);
-  count_objects_cb(NULL, (const struct stat *)&n, 0, NULL);
-  nftw(path, count_objects_cb, 16, FTW_PHYS);
-  return n;
+  store_stats_t st;
+  char *err = NULL;
+  assert_int_equal(store_stats(f->s, &st, &err), 0);
+  return (int)st.objects;
 }
 
-/* Object file holding a chunk with this content. */
-static char *chunk_object_path(struct fixture *f, const void *buf, size_t len)
+static void chunk_id(const void *buf, size_t len, store_id_t *id)
 {
-  store_id_t id;
-  unsigned int n = sizeof id.b;
-  EVP_Digest(buf, len, id.b, &n, EVP_sha256(), NULL);
-  return store_object_path(f->s, &id);
+  unsigned int n = sizeof id->b;
+  EVP_Digest(buf, len, id->b, &n, EVP_sha256(), NULL);
+}
+
+/* Damage object id where it is stored: one byte of its data at off. */
+static void object_corrupt(struct fixture *f, const store_id_t *id,
+                           uint64_t off)
+{
+  char *path = NULL, *err = NULL;
+  uint64_t pos, len;
+  assert_int_equal(store_object_locate(f->s, id, &path, &pos, &len, &err), 0);
+  assert_true(off < len);
+  chmod(path, 0644);
+  int fd = open(path, O_RDWR);
+  assert_true(fd >= 0);
+  uint8_t b;
+  assert_int_equal(pread(fd, &b, 1, (off_t)(pos + off)), 1);
+  b ^= 0x5a;
+  assert_int_equal(pwrite(fd, &b, 1, (off_t)(pos + off)), 1);
+  close(fd);
+  free(path);
+}
+
+/* Lose object id (its index row), as if it had never been stored. */
+static void object_forget(struct fixture *f, const store_id_t *id)
+{
+  char path[200], *sql, hex[STORE_ID_HEX_LEN + 1];
+  sqlite3 *db;
+  snprintf(path, sizeof path, "%s/objects/index.db", f->store);
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  store_id_to_hex(id, hex);
+  assert_true(asprintf(&sql, "DELETE FROM objects WHERE id=x'%s'", hex) > 0);
+  assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_changes(db), 1);
+  free(sql);
+  sqlite3_close(db);
 }
 
 static store_disk_t *disk_open(struct fixture *f, const char *ref,
@@ -469,17 +488,12 @@ static void corrupt_or_remove(struct fixture *f, int remove_it)
   write_file(path, raw, size);
   assert_int_equal(store_image_import(f->s, "img", path, NULL, NULL, &err), 0);
 
-  char *obj = chunk_object_path(f, raw + 2 * CS, CS);
-  assert_int_equal(access(obj, F_OK), 0);
-  if (remove_it) {
-    assert_int_equal(unlink(obj), 0);
-  } else {
-    chmod(obj, 0644);
-    int fd = open(obj, O_RDWR);
-    assert_true(fd >= 0);
-    assert_int_equal(pwrite(fd, "X", 1, 1000), 1);
-    close(fd);
-  }
+  store_id_t oid;
+  chunk_id(raw + 2 * CS, CS, &oid);
+  if (remove_it)
+    object_forget(f, &oid);
+  else
+    object_corrupt(f, &oid, 1000);
   store_disk_t *d = disk_open(f, "image/img", 0);
   assert_int_equal(store_disk_read(d, got, CS, CS, &err), 0);   /* fine */
   assert_memory_equal(got, raw + CS, CS);
@@ -496,7 +510,6 @@ static void corrupt_or_remove(struct fixture *f, int remove_it)
   free(err);
   store_disk_close(w);
   store_disk_close(d);
-  free(obj);
   free(raw);
 }
 
@@ -525,14 +538,12 @@ static void test_corrupt_page_eio(void **state)
   store_disk_close(d);
   store_ref_t ref;
   assert_int_equal(store_ref_get(f->s, "disk/d", &ref, &err), 0);
-  char *root = store_object_path(f->s, &ref.root);
-  assert_int_equal(truncate(root, 8), 0);
+  object_corrupt(f, &ref.root, 8);
   d = disk_open(f, "disk/d", 0);
   assert_int_equal(store_disk_read(d, got, CS, 0, &err), -EIO);
   assert_non_null(strstr(err, "map page"));
   free(err);
   store_disk_close(d);
-  free(root);
 }
 
 static int collect_names(const store_ref_t *ref, void *ud)

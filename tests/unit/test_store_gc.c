@@ -26,7 +26,9 @@
 
 #include <cmocka.h>
 
-#include "store.h"
+#include <sqlite3.h>
+
+#include "store-internal.h"
 
 #define CS 4096u
 #define NCH 48u                  /* chunks per disk */
@@ -141,6 +143,57 @@ static void backdate(const char *dir, time_t t)
   nftw(dir, backdate_cb, 16, FTW_PHYS);
 }
 
+/* Run SQL on the store's object index (objects/index.db). */
+static void index_sql(const char *store, const char *sql)
+{
+  char path[200];
+  sqlite3 *db;
+  snprintf(path, sizeof path, "%s/objects/index.db", store);
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+    fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+  sqlite3_close(db);
+}
+
+/* Objects (pack index rows and loose files) under STORE/objects get time
+ * t, as if last stored or reused then. */
+static void backdate_objects(const char *store, time_t t)
+{
+  char dir[200], sql[128];
+  snprintf(dir, sizeof dir, "%s/objects", store);
+  backdate(dir, t);
+  snprintf(sql, sizeof sql, "UPDATE objects SET t=%lld",
+           (long long)t * 1000000000);
+  index_sql(store, sql);
+}
+
+static int object_exists(store_t *s, const store_id_t *id)
+{
+  char *path = NULL, *err = NULL;
+  uint64_t off, len;
+  int r = store_object_locate(s, id, &path, &off, &len, &err);
+  free(path);
+  free(err);
+  return r == 0;
+}
+
+/* Flip one byte of object id's data (offset off) where it is stored. */
+static void object_corrupt(store_t *s, const store_id_t *id, uint64_t off)
+{
+  char *path = NULL, *err = NULL;
+  uint64_t pos, len;
+  uint8_t b;
+  assert_int_equal(store_object_locate(s, id, &path, &pos, &len, &err), 0);
+  int fd = open(path, O_RDWR);
+  assert_true(fd >= 0);
+  assert_int_equal(pread(fd, &b, 1, (off_t)(pos + off)), 1);
+  b ^= 0x5a;
+  assert_int_equal(pwrite(fd, &b, 1, (off_t)(pos + off)), 1);
+  close(fd);
+  free(path);
+}
+
 static store_gc_result_t gc(store_t *s, int64_t grace)
 {
   store_gc_result_t g;
@@ -157,9 +210,7 @@ static store_gc_result_t gc(store_t *s, int64_t grace)
 static store_gc_result_t gc_aged(struct fixture *f, store_t *s, int64_t grace,
                                  time_t age)
 {
-  char objdir[160];
-  snprintf(objdir, sizeof objdir, "%s/objects", f->store);
-  backdate(objdir, time(NULL) - age);
+  backdate_objects(f->store, time(NULL) - age);
   return gc(s, grace);
 }
 
@@ -294,17 +345,15 @@ static void test_gc_frees_exactly(void **state)
   g = gc_aged(f, f->s, 0, 10);
   assert_int_equal(g.deleted_objects, 0);   /* every generation has a ref */
   check_exact(f->s);
-  char *apath;
   store_id_t aid;
   unsigned int n = sizeof aid.b;
   EVP_Digest(a, CS, aid.b, &n, EVP_sha256(), NULL);
-  apath = store_object_path(f->s, &aid);
-  assert_int_equal(access(apath, F_OK), 0);   /* still in s1 */
+  assert_true(object_exists(f->s, &aid));     /* still in s1 */
 
   assert_int_equal(store_snapshot_delete(f->s, "d", "s1", &err), 0);
   g = gc_aged(f, f->s, 0, 10);
   assert_true(g.deleted_objects >= 1);
-  assert_int_equal(access(apath, F_OK), -1);  /* now garbage, gone */
+  assert_false(object_exists(f->s, &aid));    /* now garbage, gone */
   check_exact(f->s);
   memcpy(m, img, DSIZE);
   memcpy(m + 3 * CS, b, CS);
@@ -324,7 +373,6 @@ static void test_gc_frees_exactly(void **state)
   g = gc_aged(f, f->s, 0, 10);
   assert_true(g.deleted_objects > 0);
   check_exact(f->s);
-  free(apath);
   free(img);
   free(m);
 }
@@ -470,11 +518,10 @@ static void test_gc_spares_live_writer(void **state)
   struct fixture *f = *state;
   uint8_t *img = calloc(1, DSIZE), *m = malloc(DSIZE), a[CS];
   unsigned seed = 5;
-  char *err = NULL, objdir[160], pdir[160];
+  char *err = NULL, pdir[160];
   fill(img, DSIZE, &seed);
   import_image(f, "base", img, DSIZE);
   assert_int_equal(store_disk_create(f->s, "d", "image/base", 0, &err), 0);
-  snprintf(objdir, sizeof objdir, "%s/objects", f->store);
   snprintf(pdir, sizeof pdir, "%s/pending", f->store);
 
   /* garbage object A (old) */
@@ -487,7 +534,7 @@ static void test_gc_spares_live_writer(void **state)
   dflush(d);
   store_disk_close(d);
   assert_int_equal(store_snapshot_delete(f->s, "d", "old", &err), 0);
-  backdate(objdir, time(NULL) - 7200);
+  backdate_objects(f->store, time(NULL) - 7200);
 
   /* the writer (handle 1): reuses A, spills random chunks, no flush */
   d = dopen(f->s, "disk/d", CS);
@@ -502,20 +549,23 @@ static void test_gc_spares_live_writer(void **state)
   store_id_t aid;
   unsigned int n = sizeof aid.b;
   EVP_Digest(a, CS, aid.b, &n, EVP_sha256(), NULL);
-  char *apath = store_object_path(f->s, &aid);
-  struct stat ast;
-  assert_int_equal(stat(apath, &ast), 0);
-  backdate(objdir, hour_ago);
+  char hex[STORE_ID_HEX_LEN + 1], sql[256];
+  store_id_to_hex(&aid, hex);
+  snprintf(sql, sizeof sql, "CREATE TABLE keep AS SELECT id, t FROM objects "
+           "WHERE id=x'%s'", hex);
+  index_sql(f->store, sql);
+  backdate_objects(f->store, hour_ago);
   backdate(pdir, hour_ago);
-  struct timespec now[2] = { ast.st_mtim, ast.st_mtim };
-  utimensat(AT_FDCWD, apath, now, 0);
+  index_sql(f->store, "UPDATE objects SET t=(SELECT t FROM keep WHERE "
+            "keep.id=objects.id) WHERE id IN (SELECT id FROM keep);"
+            "DROP TABLE keep");
 
   /* GC from a second handle, no grace */
   store_t *s2;
   assert_int_equal(store_open(f->store, 0, &s2, &err), 0);
   store_gc_result_t g = gc(s2, 0);
   assert_int_equal(g.live_writers, 1);
-  assert_int_equal(access(apath, F_OK), 0);
+  assert_true(object_exists(s2, &aid));
   dflush(d);
   store_disk_close(d);
   check_ref(s2, "disk/d", m);
@@ -526,14 +576,13 @@ static void test_gc_spares_live_writer(void **state)
   dwrite(d, img + 7 * CS, CS, 7 * CS);
   dflush(d);
   store_disk_close(d);
-  backdate(objdir, hour_ago);
+  backdate_objects(f->store, hour_ago);
   g = gc(s2, 0);
-  assert_int_equal(access(apath, F_OK), -1);
+  assert_false(object_exists(s2, &aid));
   memcpy(m + 7 * CS, img + 7 * CS, CS);
   check_ref(s2, "disk/d", m);
   check_exact(s2);
   store_close(s2);
-  free(apath);
   free(img);
   free(m);
 }
@@ -613,12 +662,7 @@ static void test_verify_reports_refs(void **state)
   store_id_t id;
   unsigned int n = sizeof id.b;
   EVP_Digest(img + 5 * CS, CS, id.b, &n, EVP_sha256(), NULL);
-  char *p5 = store_object_path(f->s, &id);
-  chmod(p5, 0644);
-  int fd = open(p5, O_WRONLY);
-  assert_true(fd >= 0);
-  assert_int_equal(pwrite(fd, "X", 1, 100), 1);
-  close(fd);
+  object_corrupt(f->s, &id, 100);
   assert_int_equal(store_verify(f->s, collect_problem, &pr, &v, &err), 1);
   char hex[STORE_ID_HEX_LEN + 1];
   store_id_to_hex(&id, hex);
@@ -629,8 +673,10 @@ static void test_verify_reports_refs(void **state)
   /* remove disk/e's root page: a missing page affecting only disk/e */
   store_ref_t re;
   assert_int_equal(store_ref_get(f->s, "disk/e", &re, &err), 0);
-  char *rp = store_object_path(f->s, &re.root);
-  assert_int_equal(unlink(rp), 0);
+  char sql[256];
+  store_id_to_hex(&re.root, hex);
+  snprintf(sql, sizeof sql, "DELETE FROM objects WHERE id=x'%s'", hex);
+  index_sql(f->store, sql);
   pr.n = 0;
   pr.text[0] = '\0';
   assert_int_equal(store_verify(f->s, collect_problem, &pr, &v, &err), 2);
@@ -644,8 +690,6 @@ static void test_verify_reports_refs(void **state)
   assert_int_equal(store_gc(f->s, &o, NULL, &err), -EIO);
   assert_non_null(strstr(err, "disk/e"));
   free(err);
-  free(rp);
-  free(p5);
   free(img);
 }
 
