@@ -1,0 +1,76 @@
+#!/bin/sh
+# A slow S3 store never stalls lanesd's API.  The fault proxy adds
+# $DELAY_MS to every request of a store; while S3 work of that store is in
+# flight (store add: probe + first sync; create with the image upload; the
+# periodic sync), the API keeps answering promptly: health, ls, inspect and
+# an exec in a running local lane each take well under the delay.  (Before
+# the S3 calls moved to the thread pool each of these waited for them.)
+set -eu
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/lanes.sh"
+. "$LANES_ROOT/tests/s3/lib-s3.sh"
+need_cmd python3 curl
+
+DELAY_MS=${DELAY_MS:-2500}
+LIMIT_S=1.0   # an answer slower than this waited for S3 (the delay is 2.5 s per request)
+
+test_tmpdir
+s3_start
+proxy_start --delay-ms "$DELAY_MS"
+lanes_start
+lanes_image minimal
+
+log "a local lane, running"
+lc create loc --image minimal --memory 256 --disk 1 --network none >/dev/null
+lc boot loc >/dev/null
+lc exec loc -- true || fail "exec in the local lane"
+
+# probe NAME: every API answer must come quickly while S3 work is in flight
+slowest=0
+probe() {
+    for what in health ls inspect exec; do
+        tp=$(now)
+        case $what in
+            health) api GET /v1/health >/dev/null ;;
+            ls) lc ls >/dev/null ;;
+            inspect) lc inspect loc >/dev/null ;;
+            exec) lc exec loc -- true ;;
+        esac
+        e=$(elapsed "$tp")
+        slowest=$(awk -v a="$slowest" -v b="$e" 'BEGIN { print (b > a) ? b : a }')
+        awk -v e="$e" -v l="$LIMIT_S" 'BEGIN { exit !(e < l) }' ||
+            fail "$1: '$what' took ${e}s while S3 work was in flight (limit ${LIMIT_S}s)"
+    done
+}
+
+log "store add through a proxy adding ${DELAY_MS} ms per request (in the background)"
+t0=$(now)
+lc store add slow s3 --endpoint "$PROXY_EP" --bucket "$S3_BUCKET" --prefix stall \
+    --credentials-file "$S3_CRED" >"$T/add.out" 2>&1 &
+ADD=$!
+sleep 0.5
+n=0
+while kill -0 $ADD 2>/dev/null; do probe "store add"; n=$((n + 1)); sleep 0.2; done
+wait $ADD || fail "store add: $(cat "$T/add.out")"
+log "store add took $(elapsed "$t0")s; $n rounds of API calls meanwhile"
+[ "$n" -ge 2 ] || fail "store add was too fast to overlap anything ($n rounds): is the delay in effect?"
+
+log "create --store slow (image upload through the slow proxy, in the background)"
+t0=$(now)
+lc create s3l --image minimal --memory 256 --disk 1 --network none --store slow >"$T/create.out" 2>&1 &
+CR=$!
+sleep 0.5
+n=0
+while kill -0 $CR 2>/dev/null; do probe "create"; n=$((n + 1)); sleep 0.2; done
+wait $CR || fail "create: $(cat "$T/create.out")"
+log "create took $(elapsed "$t0")s; $n rounds of API calls meanwhile"
+[ "$n" -ge 2 ] || fail "create was too fast to overlap anything ($n rounds)"
+lc inspect s3l | json_field store | grep -qx slow || fail "s3l is not in store slow"
+
+log "periodic sync of the slow store (every 5 s) never blocks: 12 s of probes"
+end=$(($(date +%s) + 12))
+while [ "$(date +%s)" -lt "$end" ]; do probe "sync"; sleep 0.2; done
+[ "$(proxy_stat requests)" -gt 0 ] || fail "nothing went through the proxy"
+log "slowest API answer during S3 work: ${slowest}s"
+lc stop loc >/dev/null
+log "ok"
