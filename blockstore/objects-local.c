@@ -1443,7 +1443,17 @@ static int local_sweep(void *p, int64_t cutoff_ns,
   if (!gc)
     return 0;
 
-  /* 4. compact packs that are less than half live */
+  /* 4. compact packs that are less than half live.  Our own active pack
+   * is retired first if nothing of it is pending, so it can be compacted
+   * too (other writers' active packs stay locked and are skipped). */
+  pthread_rwlock_wrlock(&be->append);
+  pthread_mutex_lock(&be->lock);
+  if (be->pn == 0 && be->afd >= 0) {
+    close(be->afd);
+    be->afd = -1;
+  }
+  pthread_mutex_unlock(&be->lock);
+  pthread_rwlock_unlock(&be->append);
   uint64_t *cand = NULL;
   size_t ncand = 0;
   cap = 0;

@@ -63,7 +63,8 @@ truncate -s $((24 * MiB + 12345)) "$T/base.raw"
 dd if=/dev/urandom of="$T/base.raw" bs=1 seek=$((24 * MiB)) count=12345 conv=notrunc status=none
 
 "$cli" --store "$S" import base "$T/base.raw" || fail "import"
-nobj=$(find "$S/objects" -type f ! -path "$S/objects/tmp/*" | wc -l)
+OBJ="$(dirname "$0")/store_objects.py"
+nobj=$(python3 "$OBJ" count "$S")
 log "imported: $nobj objects"
 # 8 + 2 MiB of data + 1 partial chunk = 161 chunks of 64 KiB, plus map pages;
 # the 14 MiB of zeros must not be stored.
@@ -191,10 +192,8 @@ stop_nbdkit_hard
 
 # --- corrupt the object of the chunk at 6 MiB (not rewritten above)
 hash=$(dd if="$T/base.raw" bs=65536 skip=96 count=1 status=none | sha256sum | cut -c1-64)
-obj="$S/objects/$(echo "$hash" | cut -c1-2)/$(echo "$hash" | cut -c3-)"
-[ -f "$obj" ] || fail "object for chunk 96 not found at $obj"
-chmod u+w "$obj"
-printf 'X' | dd of="$obj" bs=1 seek=4000 conv=notrunc status=none
+python3 "$OBJ" locate "$S" "$hash" >/dev/null || fail "object for chunk 96 not found"
+python3 "$OBJ" corrupt "$S" "$hash" 4000
 start_nbdkit disk=d1
 if qemu-io -f raw -c 'read 6M 4k' "$URI" >"$T/bad.out" 2>&1 &&
    ! grep -qi "error" "$T/bad.out"; then
@@ -205,7 +204,7 @@ grep -q "corrupt" "$T/nbdkit.log" || fail "nbdkit log does not name the corrupti
 qemu-io -f raw -c 'read -P 0x11 1M 1M' "$URI" >"$T/ok.out" 2>&1 || { cat "$T/ok.out"; fail "healthy read failed"; }
 grep -qi "error\|fail\|mismatch" "$T/ok.out" && { cat "$T/ok.out"; fail "healthy read failed"; }
 # and a missing object is EIO too
-rm -f "$obj"
+python3 "$OBJ" forget "$S" "$hash"
 stop_nbdkit_hard
 start_nbdkit disk=d1
 qemu-io -f raw -c 'read 6M 4k' "$URI" >"$T/bad2.out" 2>&1 || true

@@ -43,11 +43,11 @@ blk=$(debugfs -R "bmap /root/target $((131072 / bs))" "$T/disk.raw" 2>/dev/null)
 [ -n "$blk" ] || fail "debugfs bmap"
 idx=$((blk * bs / 65536))
 hex=$(dd if="$T/disk.raw" bs=65536 skip="$idx" count=1 2>/dev/null | sha256sum | cut -d' ' -f1)
-obj="$LANES_STATE/store/objects/$(echo "$hex" | cut -c1-2)/$(echo "$hex" | cut -c3-)"
-[ -f "$obj" ] || fail "object of chunk $idx not found at $obj"
+OBJ="$(dirname "$0")/store_objects.py"
+python3 "$OBJ" locate "$LANES_STATE/store" "$hex" >/dev/null || fail "object of chunk $idx not found"
 rm -f "$T/disk.raw"
 log "chunk $idx = $hex: corrupting one byte"
-printf 'X' | dd of="$obj" bs=1 seek=1000 conv=notrunc 2>/dev/null
+python3 "$OBJ" corrupt "$LANES_STATE/store" "$hex" 1000
 
 log "evict it from the guest page cache and the plugin's chunk cache, read"
 lc exec l1 -- sh -c 'echo 3 > /proc/sys/vm/drop_caches; cat /root/filler > /dev/null' ||

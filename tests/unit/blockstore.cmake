@@ -5,3 +5,6 @@ lanes_unit_test(test_store
 lanes_unit_test(test_store_gc
     SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_store_gc.c
     LIBS lanes_store PkgConfig::CRYPTO)
+lanes_unit_test(test_store_pack
+    SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/unit/test_store_pack.c
+    LIBS lanes_store PkgConfig::CRYPTO)
