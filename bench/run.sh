@@ -434,3 +434,7 @@ if [ "${BENCH_SKIP_S3:-0}" != 1 ] && [ -x "$ROOT/bench/s3/run.sh" ]; then
     echo
     "$ROOT/bench/s3/run.sh" "$BUILD" || echo "bench/s3 failed (exit $?)" >&2
 fi
+if [ "${BENCH_SKIP_API:-0}" != 1 ] && [ -x "$ROOT/bench/api/run.sh" ]; then
+    echo
+    "$ROOT/bench/api/run.sh" "$BUILD" || echo "bench/api failed (exit $?)" >&2
+fi
