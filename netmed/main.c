@@ -147,26 +147,8 @@ static int open_lane_sockets(netmed_t *m, const char *netns, char *err, size_t e
             close(self);
         return -e;
     }
-    int r = 0, one = 1;
     const char *what = "";
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(m->tproxy_port),
-                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    m->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (m->listen_fd < 0 || setsockopt(m->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        setsockopt(m->listen_fd, SOL_IP, IP_TRANSPARENT, &one, sizeof one) < 0 ||
-        bind(m->listen_fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(m->listen_fd, 512) < 0) {
-        r = -errno;
-        what = "TPROXY listener";
-        goto back;
-    }
-    struct sockaddr_in da = { .sin_family = AF_INET, .sin_port = htons(53) };
-    memcpy(&da.sin_addr, m->gw.a, 4);
-    m->dns_fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (m->dns_fd < 0 || bind(m->dns_fd, (struct sockaddr *)&da, sizeof da) < 0) {
-        r = -errno;
-        what = "DNS socket";
-    }
-back:
+    int r = lane_sockets_open(m->tproxy_port, &m->gw, &m->listen_fd, &m->dns_fd, &what);
     if (setns(self, CLONE_NEWNET) < 0) {
         fprintf(stderr, "netmed: cannot return to the host netns: %m\n");
         abort();                        /* never run on in the lane netns */
@@ -178,13 +160,38 @@ back:
     return r;
 }
 
+/* Take over the inherited lane sockets: check they are what netmed expects
+ * (a listening TCP and a bound UDP IPv4 socket) and make them close-on-exec. */
+static int lane_fds_adopt(int lfd, int dfd, netmed_t *m, char *err, size_t errlen)
+{
+    const int fds[2] = { lfd, dfd }, want[2] = { SOCK_STREAM, SOCK_DGRAM };
+    for (int i = 0; i < 2; i++) {
+        int type = 0, domain = 0, acc = 0;
+        socklen_t l1 = sizeof type, l2 = sizeof domain, l3 = sizeof acc;
+        if (getsockopt(fds[i], SOL_SOCKET, SO_TYPE, &type, &l1) < 0 ||
+            getsockopt(fds[i], SOL_SOCKET, SO_DOMAIN, &domain, &l2) < 0 ||
+            getsockopt(fds[i], SOL_SOCKET, SO_ACCEPTCONN, &acc, &l3) < 0 || type != want[i] ||
+            domain != AF_INET || acc != (i == 0)) {
+            snprintf(err, errlen, "--lane-fds: fd %d is not the expected %s socket", fds[i],
+                     i == 0 ? "listening TCP" : "UDP");
+            return -EINVAL;
+        }
+        fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+    }
+    m->listen_fd = lfd;
+    m->dns_fd = dfd;
+    return 0;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: netmed --netns NAME|PATH|PID --policy FILE --ca-dir DIR [--secrets FILE]\n"
             "              [--audit FILE | --audit-fd N] [--control SOCK] [--guest-net CIDR]\n"
             "              [--trust-bundle PEM] [--port N] [--ready-fd N]\n"
+            "       netmed --lane-fds LISTEN,DNS ... (sockets made in the lane netns by netns-holder)\n"
             "       netmed setup-netns [--guest-net CIDR] [--veth-peer NETNS] [--port N] NAME\n"
+            "       netmed netns-holder [--guest-net CIDR] [--port N] --socket PATH\n"
             "       netmed teardown-netns NAME\n"
             "       netmed check-policy FILE\n"
             "       netmed ctl SOCK stats|policy-get|policy-set FILE|approvals\n"
@@ -195,6 +202,8 @@ int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "setup-netns") == 0)
         return setup_netns_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "netns-holder") == 0)
+        return holder_main(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "ctl") == 0)
         return control_client(argc - 1, argv + 1);
     if (argc == 3 && strcmp(argv[1], "check-policy") == 0) {
@@ -224,12 +233,14 @@ int main(int argc, char **argv)
         { "trust-bundle", required_argument, NULL, 't' },
         { "port", required_argument, NULL, 'P' },
         { "ready-fd", required_argument, NULL, 'r' },
+        { "lane-fds", required_argument, NULL, 'L' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { 0 } };
     const char *netns = NULL, *policy_path = NULL, *ca_dir = NULL, *secrets_path = NULL, *audit_path = NULL,
                *ctl_path = NULL, *gnet = "10.0.2.0/30", *trust = NULL;
     int audit_fd = -1, ready_fd = -1, port = NETMED_TPROXY_PORT, c;
+    int lane_lfd = -1, lane_dfd = -1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'n': netns = optarg; break;
@@ -243,12 +254,18 @@ int main(int argc, char **argv)
         case 't': trust = optarg; break;
         case 'P': port = atoi(optarg); break;
         case 'r': ready_fd = atoi(optarg); break;
+        case 'L':
+            if (sscanf(optarg, "%d,%d", &lane_lfd, &lane_dfd) != 2 || lane_lfd < 3 || lane_dfd < 3) {
+                fprintf(stderr, "netmed: --lane-fds LISTEN,DNS: two inherited fd numbers\n");
+                return 2;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("netmed %s\n", LANES_VERSION); return 0;
         default: usage(stderr); return 2;
         }
     }
-    if (!netns || !policy_path || !ca_dir || optind != argc || port < 1 || port > 65535) {
+    if ((!netns == (lane_lfd < 0)) || !policy_path || !ca_dir || optind != argc || port < 1 || port > 65535) {
         usage(stderr);
         return 2;
     }
@@ -287,7 +304,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "netmed: audit log: %s\n", strerror(-r));
         return 1;
     }
-    if (open_lane_sockets(&m, netns, err, sizeof err) < 0) {
+    if (lane_lfd >= 0) {
+        /* Rootless: made in the lane netns by `netmed netns-holder`. */
+        if (lane_fds_adopt(lane_lfd, lane_dfd, &m, err, sizeof err) < 0) {
+            fprintf(stderr, "netmed: %s\n", err);
+            return 1;
+        }
+    } else if (open_lane_sockets(&m, netns, err, sizeof err) < 0) {
         fprintf(stderr, "netmed: %s\n", err);
         return 1;
     }
@@ -317,9 +340,9 @@ int main(int argc, char **argv)
     json_object *a = json_object_new_object();
     json_object_object_add(a, "ev", json_object_new_string("start"));
     json_object_object_add(a, "pid", json_object_new_int(getpid()));
-    json_object_object_add(a, "netns", json_object_new_string(netns));
+    json_object_object_add(a, "netns", json_object_new_string(netns ? netns : "user namespace (inherited sockets)"));
     audit_emit(m.audit, a);
-    fprintf(stderr, "netmed: ready (netns %s, tproxy 127.0.0.1:%d)\n", netns, port);
+    fprintf(stderr, "netmed: ready (netns %s, tproxy 127.0.0.1:%d)\n", netns ? netns : "of the inherited sockets", port);
     if (ready_fd >= 0) {
         (void)!write(ready_fd, "ready\n", 6);
         close(ready_fd);

@@ -86,6 +86,16 @@ int control_client(int argc, char **argv);
 
 /* setup.c */
 int setup_netns_main(int argc, char **argv);
+/* IPv6/forwarding off in the current netns; make_tap: persistent tap0. */
+int setup_prepare_current_netns(bool make_tap);
+/* Addresses, routing, nft rules in netns ns (NULL: the current one). */
+int setup_configure_netns(const char *ns, const char *gnet, int port);
+
+/* holder.c: `netmed netns-holder` (rootless lanes, docs/lanesd.md) */
+int holder_main(int argc, char **argv);
+/* The lane-side sockets netmed serves (TPROXY listener, DNS on the
+ * gateway), opened in the current netns; both fds or -errno + *what. */
+int lane_sockets_open(uint16_t port, const netaddr_t *gw, int *listen_fd, int *dns_fd, const char **what);
 
 #define STAT_ADD(m, f, v) __atomic_add_fetch(&(m)->stats.f, (v), __ATOMIC_RELAXED)
 

@@ -89,6 +89,36 @@ static int write_sysctl(const char *path, const char *val)
     return e;
 }
 
+/* The current netns: IPv6 and forwarding off; with make_tap, the
+ * persistent tap0 (TUNSETPERSIST, so QEMU can attach to it later). */
+int setup_prepare_current_netns(bool make_tap)
+{
+    int r = 0;
+    write_sysctl("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1");
+    write_sysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
+    write_sysctl("/proc/sys/net/ipv4/ip_forward", "0");
+    if (make_tap) {
+        int tfd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+        if (tfd < 0) {
+            r = -errno;
+            fprintf(stderr, "netmed setup: open /dev/net/tun: %m%s\n",
+                    r == -EACCES ? " (the user running lanesd needs read/write access to it; "
+                                   "Debian's default mode is 0666)" : "");
+            return r;
+        }
+        struct ifreq ifr;
+        memset(&ifr, 0, sizeof ifr);
+        snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "tap0");
+        ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+        if (ioctl(tfd, TUNSETIFF, &ifr) < 0 || ioctl(tfd, TUNSETPERSIST, 1) < 0) {
+            r = -errno;
+            fprintf(stderr, "netmed setup: create tap0: %m\n");
+        }
+        close(tfd);
+    }
+    return r;
+}
+
 /* Inside the lane netns: the persistent TAP, and IPv6 off. */
 static int in_netns(const char *name, bool make_tap)
 {
@@ -102,22 +132,7 @@ static int in_netns(const char *name, bool make_tap)
         fprintf(stderr, "netmed setup: enter netns %s: %m\n", name);
         goto out;
     }
-    write_sysctl("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1");
-    write_sysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
-    write_sysctl("/proc/sys/net/ipv4/ip_forward", "0");
-    if (make_tap) {
-        int tfd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
-        struct ifreq ifr;
-        memset(&ifr, 0, sizeof ifr);
-        snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "tap0");
-        ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
-        if (tfd < 0 || ioctl(tfd, TUNSETIFF, &ifr) < 0 || ioctl(tfd, TUNSETPERSIST, 1) < 0) {
-            r = -errno;
-            fprintf(stderr, "netmed setup: create tap0: %m\n");
-        }
-        if (tfd >= 0)
-            close(tfd);
-    }
+    r = setup_prepare_current_netns(make_tap);
     if (setns(self, CLONE_NEWNET) < 0) {
         fprintf(stderr, "netmed setup: return to own netns: %m\n");
         abort();                        /* never continue in the wrong netns */
@@ -128,6 +143,90 @@ out:
     if (self >= 0)
         close(self);
     return r;
+}
+
+/* argv of `ip` for netns `ns`: "ip -n NS ARGS..." or, with ns NULL (the
+ * caller is already inside the lane netns), "ip ARGS...". */
+static int run_ip(const char *ns, char *const args[])
+{
+    char *a[24];
+    size_t n = 0;
+    a[n++] = "ip";
+    if (ns) {
+        a[n++] = "-n";
+        a[n++] = (char *)ns;
+    }
+    for (size_t i = 0; args[i] && n < 23; i++)
+        a[n++] = args[i];
+    a[n] = NULL;
+    return run(a, NULL);
+}
+
+#define IP(...) do { char *a_[] = { __VA_ARGS__, NULL }; if ((r = run_ip(ns, a_)) < 0) return r; } while (0)
+
+/* Addresses, policy routing and the nftables ruleset of a lane netns whose
+ * tap0 exists: in netns `ns`, or in the current one when ns is NULL (the
+ * rootless holder, which is ns-root of its own user namespace). */
+int setup_configure_netns(const char *ns, const char *gnet, int port)
+{
+    cidr_t g;
+    if (cidr_parse(gnet, &g) < 0 || g.net.family != AF_INET || g.len > 30) {
+        fprintf(stderr, "netmed setup: --guest-net must be an IPv4 CIDR of /30 or wider\n");
+        return -EINVAL;
+    }
+    netaddr_t gw, guest;
+    netaddr_from_v4(netaddr_v4(&g.net) + 1, &gw);
+    netaddr_from_v4(netaddr_v4(&g.net) + 2, &guest);
+    char gws[NETADDR_STRLEN], gs[NETADDR_STRLEN], gwc[64];
+    netaddr_format(&gw, gws, sizeof gws);
+    netaddr_format(&guest, gs, sizeof gs);
+    snprintf(gwc, sizeof gwc, "%s/%d", gws, g.len);
+    int r;
+    IP("addr", "add", gwc, "dev", "tap0");
+    IP("link", "set", "tap0", "up");
+    IP("link", "set", "lo", "up");
+    IP("rule", "add", "fwmark", "1", "lookup", "100");
+    IP("route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100");
+    char rules[4096];
+    snprintf(rules, sizeof rules,
+             "table inet lanes {\n"
+             "  chain prerouting {\n"
+             "    type filter hook prerouting priority mangle; policy drop;\n"
+             "    iifname \"lo\" accept\n"
+             "    iifname != \"tap0\" drop\n"
+             "    meta nfproto != ipv4 drop\n"
+             "    ip saddr != %s drop\n"
+             "    ip daddr %s udp dport 53 accept\n"
+             "    meta l4proto tcp tproxy ip to 127.0.0.1:%d meta mark set 1 accept\n"
+             "  }\n"
+             "  chain input {\n"
+             "    type filter hook input priority filter; policy drop;\n"
+             "    iifname \"lo\" accept\n"
+             "    meta mark 1 meta l4proto tcp accept\n"
+             "    iifname \"tap0\" ip daddr %s udp dport 53 accept\n"
+             "  }\n"
+             "  chain forward {\n"
+             "    type filter hook forward priority filter; policy drop;\n"
+             "  }\n"
+             "  chain output {\n"
+             "    type filter hook output priority filter; policy drop;\n"
+             "    oifname \"lo\" accept\n"
+             "    oifname \"tap0\" ip daddr %s accept\n"
+             "  }\n"
+             "}\n",
+             gs, gws, port, gws, gs);
+    char *in_ns[] = { "ip", "netns", "exec", (char *)ns, "nft", "-f", "-", NULL };
+    char *here[] = { "nft", "-f", "-", NULL };
+    if ((r = run(ns ? in_ns : here, rules)) < 0) {
+        if (!ns)
+            fprintf(stderr, "netmed setup: loading the nftables ruleset failed; in a user namespace the kernel "
+                            "cannot load modules: as root, `modprobe -a nf_tables nft_tproxy nf_tproxy_ipv4 "
+                            "nft_chain_nat` (or add them to /etc/modules-load.d)\n");
+        return r;
+    }
+    printf("netns %s ready: tap0 %s, guest %s, resolver %s, tproxy 127.0.0.1:%d\n", ns ? ns : "(own user namespace)",
+           gwc, gs, gws, port);
+    return 0;
 }
 
 int setup_netns_main(int argc, char **argv)
@@ -165,12 +264,10 @@ int setup_netns_main(int argc, char **argv)
     netaddr_t gw, guest;
     netaddr_from_v4(netaddr_v4(&g.net) + 1, &gw);
     netaddr_from_v4(netaddr_v4(&g.net) + 2, &guest);
-    char gws[NETADDR_STRLEN], gs[NETADDR_STRLEN], gwc[64], gc[64], ports[16];
+    char gws[NETADDR_STRLEN], gs[NETADDR_STRLEN], gc[64];
     netaddr_format(&gw, gws, sizeof gws);
     netaddr_format(&guest, gs, sizeof gs);
-    snprintf(gwc, sizeof gwc, "%s/%d", gws, g.len);
     snprintf(gc, sizeof gc, "%s/%d", gs, g.len);
-    snprintf(ports, sizeof ports, "%d", port);
     int r;
     {
         char *a[] = { "ip", "netns", "add", name, NULL };
@@ -184,47 +281,8 @@ int setup_netns_main(int argc, char **argv)
         RUN("ip", "-n", peer, "link", "set", "lo", "up");
         RUN("ip", "-n", peer, "route", "add", "default", "via", gws);
     }
-    if ((r = in_netns(name, !peer)) < 0)
+    if ((r = in_netns(name, !peer)) < 0 || (r = setup_configure_netns(name, gnet, port)) < 0)
         goto out;
-    RUN("ip", "-n", name, "addr", "add", gwc, "dev", "tap0");
-    RUN("ip", "-n", name, "link", "set", "tap0", "up");
-    RUN("ip", "-n", name, "link", "set", "lo", "up");
-    RUN("ip", "-n", name, "rule", "add", "fwmark", "1", "lookup", "100");
-    RUN("ip", "-n", name, "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100");
-    char rules[4096];
-    snprintf(rules, sizeof rules,
-             "table inet lanes {\n"
-             "  chain prerouting {\n"
-             "    type filter hook prerouting priority mangle; policy drop;\n"
-             "    iifname \"lo\" accept\n"
-             "    iifname != \"tap0\" drop\n"
-             "    meta nfproto != ipv4 drop\n"
-             "    ip saddr != %s drop\n"
-             "    ip daddr %s udp dport 53 accept\n"
-             "    meta l4proto tcp tproxy ip to 127.0.0.1:%d meta mark set 1 accept\n"
-             "  }\n"
-             "  chain input {\n"
-             "    type filter hook input priority filter; policy drop;\n"
-             "    iifname \"lo\" accept\n"
-             "    meta mark 1 meta l4proto tcp accept\n"
-             "    iifname \"tap0\" ip daddr %s udp dport 53 accept\n"
-             "  }\n"
-             "  chain forward {\n"
-             "    type filter hook forward priority filter; policy drop;\n"
-             "  }\n"
-             "  chain output {\n"
-             "    type filter hook output priority filter; policy drop;\n"
-             "    oifname \"lo\" accept\n"
-             "    oifname \"tap0\" ip daddr %s accept\n"
-             "  }\n"
-             "}\n",
-             gs, gws, port, gws, gs);
-    {
-        char *a[] = { "ip", "netns", "exec", name, "nft", "-f", "-", NULL };
-        if ((r = run(a, rules)) < 0)
-            goto out;
-    }
-    printf("netns %s ready: tap0 %s, guest %s, resolver %s, tproxy 127.0.0.1:%d\n", name, gwc, gs, gws, port);
     return 0;
 out:
     fprintf(stderr, "netmed setup-netns %s failed; removing it\n", name);

@@ -46,6 +46,8 @@ static void usage(FILE *f)
             "                       against (default: the host's trust store)\n"
             "  --listen-tcp HOST:PORT  also serve the API on TCP (requires --tokens)\n"
             "  --tokens FILE        bearer tokens for TCP, lines \"admin TOKEN\" or \"read-only TOKEN\"\n"
+            "  --rootless           lane networks in user namespaces even as root (the default\n"
+            "                       when lanesd is not root; see docs/lanesd.md)\n"
             "  --version, --help\n");
 }
 
@@ -102,7 +104,8 @@ int main(int argc, char **argv)
         {"initrd", required_argument, NULL, 'i'}, {"accel", required_argument, NULL, 'a'},
         {"upstream-ca-bundle", required_argument, NULL, 'U'},
         {"version", no_argument, NULL, 'V'}, {"help", no_argument, NULL, 'h'},
-        {"listen-tcp", required_argument, NULL, 'L'}, {"tokens", required_argument, NULL, 'K'}, {NULL, 0, NULL, 0},
+        {"listen-tcp", required_argument, NULL, 'L'}, {"tokens", required_argument, NULL, 'K'},
+        {"rootless", no_argument, NULL, 'R'}, {NULL, 0, NULL, 0},
     };
     const char *listen_tcp = NULL, *tokens_file = NULL; /* auth.c */
     lanesd_t d;
@@ -136,11 +139,14 @@ int main(int argc, char **argv)
             break;
         case 'L': listen_tcp = optarg; break;
         case 'K': tokens_file = optarg; break;
+        case 'R': d.rootless = 1; break;
         case 'V': printf("lanesd %s\n", LANES_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
+    if (geteuid() != 0)
+        d.rootless = 1; /* no named netns, no setns: lane networks need user namespaces */
     if (optind < argc) {
         fprintf(stderr, "lanesd: unexpected argument '%s'\n", argv[optind]);
         usage(stderr);
@@ -292,6 +298,13 @@ int main(int argc, char **argv)
 
     util_log("lanes %s serving on %s (state %s, accelerator %s: %s)", LANES_VERSION, d.socket_path, d.state_dir,
              d.accel, why);
+    if (d.rootless) {
+        char nwhy[512];
+        if (net_rootless_probe(nwhy, sizeof(nwhy)) < 0)
+            util_log("rootless mode: lanes with a network will fail: %s (--network none lanes work)", nwhy);
+        else
+            util_log("rootless mode: lane networks in user namespaces (%s)", nwhy);
+    }
     uv_run(d.loop, UV_RUN_DEFAULT);
 
     unlink(d.socket_path);

@@ -120,6 +120,7 @@ struct lanesd {
     int artifacts;           /* 0 unresolved, 1 resolving, 2 ready */
     char upstream_ca[512];   /* netmed's upstream trust roots; "" = host store */
     char accel[8];           /* "kvm" or "tcg" */
+    int rootless;            /* lane networks in user namespaces (net.c): not root, or --rootless */
     uint64_t boot_timeout_ms;
     sqlite3 *db;
     store_t *store;
@@ -188,6 +189,8 @@ int vm_resolve_boot_artifacts(lanesd_t *d, char *msg, size_t msglen);
 typedef void (*net_done_cb)(lane_rt_t *l, int err, const char *msg);
 extern const char *net_default_policy;
 void net_netns_name(const lane_rt_t *l, char *out, size_t len);
+/* Rootless mode: can this host give lanes a network? 0, or -errno + why. */
+int net_rootless_probe(char *why, size_t whylen);
 /* Namespace + TAP + netmed, then done(l, 0 | -errno, msg); l->tap_fd is open. */
 int net_lane_start(lane_rt_t *l, net_done_cb done);
 int net_spawn_netmed(lane_rt_t *l, char *msg, size_t msglen);

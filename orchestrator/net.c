@@ -10,6 +10,17 @@
  * The guest learns its address, resolver, CA and secret placeholders through
  * LP_CONFIGURE (vm.c sends it after every agent handshake).
  *
+ * Rootless mode (d->rootless: lanesd is not root, or --rootless): no named
+ * netns and no setns. Per lane, `netmed netns-holder` unshares a user
+ * namespace (one-id map) with a network namespace, builds the same tap0 and
+ * nft rules in it and stays as its anchor, serving lane dir/netns.sock:
+ * lanesd asks it for the TAP fd (for QEMU) and, at every netmed (re)start,
+ * for a fresh TPROXY listener + DNS socket made inside the lane netns, which
+ * netmed inherits (--lane-fds) while itself running in lanesd's netns — so
+ * upstream dials stay in the host netns exactly as in root mode. Teardown
+ * asks the holder to quit. These requests are short synchronous exchanges
+ * on the loop (bounded by a 5 s socket timeout).
+ *
  * Failure is closed: if netmed dies the nft rules still steer guest traffic
  * to a listener that is gone, so the lane is offline until lanesd restarts
  * netmed (it does, with backoff). Policy changes go to a running netmed over
@@ -31,13 +42,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define NET_GUEST_CIDR "10.0.2.0/30"
 #define NET_GATEWAY "10.0.2.1"
 #define NET_GUEST_ADDR "10.0.2.2/30"
 #define NETMED_SOCKET_WAIT_MS 10000
+#define NET_HOLDER_SOCKET "netns.sock"
+#define NET_HOLDER_TIMEOUT_S 5
 
 const char *net_default_policy = "{\"dns\":{\"mode\":\"synthetic\"},\"allow\":[]}";
 
@@ -117,10 +133,136 @@ int net_write_secrets_file(lane_rt_t *l)
     return r;
 }
 
+/* ---- rootless: the namespace holder ----------------------------------------------------- */
+
+static long read_sysctl_long(const char *path)
+{
+    char buf[32];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    return strtol(buf, NULL, 10);
+}
+
+int net_rootless_probe(char *why, size_t whylen)
+{
+    long max = read_sysctl_long("/proc/sys/user/max_user_namespaces");
+    long clone = read_sysctl_long("/proc/sys/kernel/unprivileged_userns_clone");
+    if (max == 0) {
+        snprintf(why, whylen, "user namespaces are disabled (user.max_user_namespaces=0)");
+        return -EPERM;
+    }
+    if (clone == 0 && geteuid() != 0) {
+        snprintf(why, whylen, "unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone=0)");
+        return -EPERM;
+    }
+    if (access("/dev/net/tun", R_OK | W_OK) < 0) {
+        snprintf(why, whylen, "no read/write access to /dev/net/tun (%s; Debian's default mode is 0666)",
+                 strerror(errno));
+        return -EACCES;
+    }
+    snprintf(why, whylen, "user.max_user_namespaces=%ld", max);
+    return 0;
+}
+
+/* One request to the lane's holder ('T' tap, 'S' lane sockets, 'Q' quit).
+ * Receives exactly nfds fds into fds (close-on-exec unless inheritable).
+ * Returns 0 or -errno with msg. */
+static int holder_request(lane_rt_t *l, char cmd, int *fds, size_t nfds, int inheritable, char *msg, size_t msglen)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", l->dir, NET_HOLDER_SOCKET) >= (int)sizeof(sa.sun_path)) {
+        snprintf(msg, msglen, "lane directory path too long for a unix socket: %s", l->dir);
+        return -ENAMETOOLONG;
+    }
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(msg, msglen, "socket: %s", strerror(e));
+        return -e;
+    }
+    struct timeval tv = {.tv_sec = NET_HOLDER_TIMEOUT_S};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    int r;
+    do {
+        r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+    } while (r < 0 && errno == EINTR);
+    ssize_t n = -1;
+    if (r == 0) {
+        do {
+            n = send(fd, &cmd, 1, MSG_NOSIGNAL);
+        } while (n < 0 && errno == EINTR);
+    }
+    if (r < 0 || n != 1) {
+        int e = errno;
+        snprintf(msg, msglen, "lane network holder %s: %s", sa.sun_path, strerror(e));
+        close(fd);
+        return -e;
+    }
+    char text[256];
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(4 * sizeof(int))];
+    } u;
+    struct iovec iov = {.iov_base = text, .iov_len = sizeof(text) - 1};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
+    do {
+        n = recvmsg(fd, &mh, inheritable ? 0 : MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    int e = n < 0 ? errno : 0;
+    close(fd);
+    if (n <= 0) {
+        snprintf(msg, msglen, "lane network holder did not answer: %s", n < 0 ? strerror(e) : "connection closed");
+        return n < 0 ? -e : -EPIPE;
+    }
+    text[n] = '\0';
+    int got[4], ngot = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k && ngot < 4; i++)
+            memcpy(&got[ngot++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+    }
+    if (strcmp(text, "ok") != 0 || (size_t)ngot != nfds || (mh.msg_flags & MSG_CTRUNC)) {
+        for (int i = 0; i < ngot; i++)
+            close(got[i]);
+        snprintf(msg, msglen, "lane network holder: %s", strcmp(text, "ok") ? text : "wrong number of fds");
+        return -EIO;
+    }
+    memcpy(fds, got, nfds * sizeof(int));
+    return 0;
+}
+
+/* Ask a holder left by an earlier run (crash) to go. */
+static void holder_quit(lane_rt_t *l)
+{
+    char path[700], msg[256];
+    lane_path(l, NET_HOLDER_SOCKET, path, sizeof(path));
+    if (access(path, F_OK) < 0)
+        return;
+    if (holder_request(l, 'Q', NULL, 0, 0, msg, sizeof(msg)) < 0)
+        util_log("lane %s: %s", l->name, msg);
+    unlink(path);
+}
+
 /* ---- the TAP --------------------------------------------------------------------------- */
 
 static int net_open_tap(lane_rt_t *l, char *msg, size_t msglen)
 {
+    if (l->d->rootless) {
+        int fd;
+        int r = holder_request(l, 'T', &fd, 1, 0, msg, msglen);
+        if (r == 0)
+            l->tap_fd = fd;
+        return r;
+    }
     char ns[64], nspath[128];
     net_netns_name(l, ns, sizeof(ns));
     snprintf(nspath, sizeof(nspath), "/run/netns/%s", ns);
@@ -235,7 +377,23 @@ int net_spawn_netmed(lane_rt_t *l, char *msg, size_t msglen)
         argv[15] = "--trust-bundle";
         argv[16] = d->upstream_ca;
     }
+    int lane_fds[2] = {-1, -1};
+    char fds_arg[32];
+    if (d->rootless) {
+        /* Inheritable (no O_CLOEXEC) only until the spawn below: the loop is
+         * single-threaded and nothing else forks in between. */
+        int r = holder_request(l, 'S', lane_fds, 2, 1, msg, msglen);
+        if (r < 0)
+            return r;
+        snprintf(fds_arg, sizeof(fds_arg), "%d,%d", lane_fds[0], lane_fds[1]);
+        argv[1] = "--lane-fds";
+        argv[2] = fds_arg;
+    }
     pid_t pid = vm_spawn_detached(argv, log, l->dir, 1);
+    if (lane_fds[0] >= 0) {
+        close(lane_fds[0]); /* netmed has its own copies (or failed to start) */
+        close(lane_fds[1]);
+    }
     if (pid < 0) {
         snprintf(msg, msglen, "cannot start netmed: %s", strerror((int)-pid));
         return (int)pid;
@@ -255,6 +413,17 @@ static void net_job_step(net_job_t *j)
     snprintf(bin, sizeof(bin), "%s/netmed", d->bin_dir);
     net_netns_name(l, ns, sizeof(ns));
     static const proc_run_callbacks_t cbs = {on_net_line, on_net_exit};
+    if (j->step == 0 && d->rootless) {
+        char why[512], msg[700];
+        if (net_rootless_probe(why, sizeof(why)) < 0) {
+            snprintf(msg, sizeof(msg), "lane network unavailable (lanesd runs rootless): %s; "
+                     "create the lane with --network none or see docs/lanesd.md", why);
+            net_job_finish(j, -EPERM, msg);
+            return;
+        }
+        holder_quit(l); /* one left by a crash */
+        j->step = 1;
+    }
     if (j->step == 0) {
         /* a namespace left by a crash would make setup fail: remove it.
          * Boot time: `ip netns` keeps names in /run/netns; when there is none
@@ -274,7 +443,11 @@ static void net_job_step(net_job_t *j)
         return;
     }
     if (j->step == 1) {
-        char *argv[] = {bin, "setup-netns", "--guest-net", NET_GUEST_CIDR, ns, NULL};
+        char hsock[700];
+        lane_path(l, NET_HOLDER_SOCKET, hsock, sizeof(hsock));
+        char *argv_root[] = {bin, "setup-netns", "--guest-net", NET_GUEST_CIDR, ns, NULL};
+        char *argv_rootless[] = {bin, "netns-holder", "--guest-net", NET_GUEST_CIDR, "--socket", hsock, NULL};
+        char **argv = d->rootless ? argv_rootless : argv_root;
         int r = proc_run_start(d->loop, argv, NULL, &cbs, j, NULL);
         if (r < 0) {
             char msg[700];
@@ -420,6 +593,10 @@ int net_lane_cleanup(lane_rt_t *l, net_done_cb done)
     }
     if (!l->network)
         return 0;
+    if (l->d->rootless) {
+        holder_quit(l); /* the netns goes with the holder (netmed and QEMU are gone) */
+        return 0;
+    }
     char bin[600], ns[64];
     snprintf(bin, sizeof(bin), "%s/netmed", l->d->bin_dir);
     net_netns_name(l, ns, sizeof(ns));

@@ -1131,6 +1131,8 @@ int vm_lane_boot(lane_rt_t *l, char *msg, size_t msglen)
         lane_fail(l, "%s", msg);
         return 0;
     }
+    if (d->artifacts == 2) /* --kernel and --initrd given: nothing to wait for */
+        lane_boot_continue(l);
     return 0;
 }
 
