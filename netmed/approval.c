@@ -90,6 +90,9 @@ static json_object *approval_to_json(const approval_t *e)
 static void audit_approval(audit_t *au, const approval_t *e, approval_state_t st, int64_t waited_ms)
 {
     json_object *o = approval_to_json(e);
+    /* "id" names the audit row once lanesd stores the record */
+    json_object_object_add(o, "approval_id", json_object_new_string(e->id));
+    json_object_object_del(o, "id");
     json_object_object_add(o, "ev", json_object_new_string("approval"));
     json_object_object_add(o, "state", json_object_new_string(approval_state_name(st)));
     if (st != APPROVAL_PENDING) {

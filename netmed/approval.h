@@ -3,7 +3,8 @@
  * A connection thread that meets an ask verdict calls approval_wait(): the
  * connection is held (the guest sees a connect that has succeeded but no
  * bytes yet) while a pending approval with a random id is listed here and
- * announced as an audit record {"ev":"approval","state":"pending",...}
+ * announced as an audit record {"ev":"approval","state":"pending",
+ * "approval_id":ID,...}
  * (lanesd watches the audit file and turns it into an event). It ends when
  * the control socket decides it (approval_decide), when a policy change
  * answers it (approvals_recheck: a new allow or deny rule, or the ask rule

@@ -131,13 +131,13 @@ static void audit_line(watcher_t *w, lanesd_t *d, const char *line)
         else
             snprintf(dest, sizeof(dest), "%s:%d", js(rec, "addr", "?"), ji(rec, "port"));
         if (!strcmp(state, "pending")) {
-            snprintf(detail, sizeof(detail), "%s %s waits for approval (rule %d, up to %d s)", js(rec, "id", "?"), dest,
+            snprintf(detail, sizeof(detail), "%s %s waits for approval (rule %d, up to %d s)", js(rec, "approval_id", "?"), dest,
                      ji(rec, "rule"), ji(rec, "timeout_s"));
             db_event(d, w->lane_id, "approval.pending", detail);
         } else {
             json_object *rem;
             int remember = json_object_object_get_ex(rec, "remember", &rem) && json_object_get_boolean(rem);
-            snprintf(detail, sizeof(detail), "%s %s %s by %s%s", js(rec, "id", "-"), dest, state, js(rec, "by", "?"),
+            snprintf(detail, sizeof(detail), "%s %s %s by %s%s", js(rec, "approval_id", "-"), dest, state, js(rec, "by", "?"),
                      remember ? " (remembered)" : "");
             db_event(d, w->lane_id, "approval.decided", detail);
         }

@@ -30,6 +30,15 @@ samples = [
     {"dns": {"mode": "magic"}},
     {"mode": "closed"},
     {"unknown": 1},
+    {"approvalTimeoutSeconds": 30, "allow": [{"host": "*.example.com", "ports": [443], "action": "ask"},
+                                             {"host": "evil.example.com", "action": "deny"},
+                                             {"cidr": "198.51.100.0/24", "action": "ask"},
+                                             {"host": "a.com", "action": "allow"}]},
+    {"allow": [{"host": "a.com", "action": "maybe"}]},
+    {"allow": [{"cidr": "10.0.0.0/8", "action": "ask", "intercept": True}]},
+    {"approvalTimeoutSeconds": 0},
+    {"approvalTimeoutSeconds": 3601},
+    {"approvalTimeoutSeconds": "60"},
 ]
 bad = 0
 for i, s in enumerate(samples):

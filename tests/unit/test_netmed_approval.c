@@ -351,6 +351,9 @@ static void test_lifecycle(void **state)
         json_object *o = json_tokener_parse(line);
         assert_non_null(o);
         assert_string_equal(jstr(o, "ev"), "approval");
+        if (!jstr(o, "reason"))                 /* the one refused as over the bound has none */
+            assert_int_equal(strlen(jstr(o, "approval_id")), APPROVAL_ID_LEN);
+        assert_null(jstr(o, "id"));            /* lanesd numbers audit rows "id" */
         const char *st = jstr(o, "state"), *by = jstr(o, "by");
         pending += !strcmp(st, "pending");
         allowed_api += !strcmp(st, "allowed") && !strcmp(by, "api");
