@@ -111,6 +111,9 @@ static int disk_pending(store_disk_t *d, char **err)
   return r;
 }
 
+static void cache_adopt(store_disk_t *d, const store_id_t *id,
+                        uint8_t **data);
+
 /* One spill worker's share: hash and put every nth dirty chunk from first.
  * Objects are independent and the backend's put() is thread-safe, so the
  * expensive part of a commit (SHA-256 + one file per chunk) runs on several
@@ -207,6 +210,8 @@ static int dirty_spill(store_disk_t *d, char **err)
       r = r2;
       break;
     }
+    if (!store_id_is_zero(&ids[i]))
+      cache_adopt(d, &ids[i], &chunks[i]->data);
     dirty_remove(d, chunks[i]->idx);
   }
 out:
@@ -235,6 +240,19 @@ static struct cchunk *cache_victim(store_disk_t *d)
     if (d->cache[i].used < v->used)
       v = &d->cache[i];
   return v;
+}
+
+/* A chunk just spilled is as good as a verified read (its id was hashed
+ * from these bytes): swap its buffer into the cache, so that a partial
+ * write to it soon after does not read and hash it back. */
+static void cache_adopt(store_disk_t *d, const store_id_t *id, uint8_t **data)
+{
+  struct cchunk *v = cache_victim(d);
+  uint8_t *old = v->data;
+  v->data = *data;
+  *data = old;
+  v->id = *id;
+  v->used = ++d->clock;
 }
 
 /* Current committed-or-spilled content of chunk idx: *data = NULL means all

@@ -5,7 +5,8 @@
 #   seq 1 MiB read and write, random 4 KiB read and write at iodepth 1 and 8;
 #   then snapshot create time (and the flush before it) after BENCH_STORE_GIB
 #   GiB written to a lane disk.
-# Prints a table with the ratios against the targets and writes JSON.
+# Prints a table with the ratios (of per-target medians over interleaved
+# rounds) against the targets and writes JSON (every run included).
 #
 #   bench/blockstore/run.sh [BUILD_DIR]
 #
@@ -13,6 +14,8 @@
 #   BENCH_DISK_MIB    disk size for the I/O tests (default 1024)
 #   BENCH_BASE_MIB    non-zero data in the base image (default 256)
 #   BENCH_SECONDS     runtime per fio job (default 8)
+#   BENCH_ROUNDS      rounds of every test on every target, interleaved;
+#                     the table shows medians (default 3)
 #   BENCH_STORE_GIB   GiB written before the snapshot measurements
 #                     (default "1 8"; e.g. "1" to shrink)
 #   BENCH_OUT         JSON output (default BUILD_DIR/bench-blockstore.json)
@@ -118,17 +121,24 @@ TESTS="seq-read:read:1M:1 seq-write:write:1M:1 rand-read-qd1:randread:4k:1 rand-
 rand-write-qd1:randwrite:4k:1 rand-write-qd8:randwrite:4k:8"
 
 : >"$W/results.txt"
-for target in ${BENCH_TARGETS:-laneslocal file qcow2}; do
+# Rounds interleave the targets test by test, so that load from elsewhere on
+# the machine hits all of them alike; the table shows per-target medians.
+rounds=${BENCH_ROUNDS:-3}
+round=0
+while [ $round -lt "$rounds" ]; do
+    round=$((round + 1))
     for t in $TESTS; do
         name=${t%%:*}; rest=${t#*:}
         rw=${rest%%:*}; rest=${rest#*:}
         bs=${rest%%:*}; qd=${rest#*:}
-        # a fresh disk per test: writes of one test must not warm the next
-        "start_$target"
-        r=$(run_fio "$name" "$rw" "$bs" "$qd")
-        stop_server
-        log "$target $name: $r (MiB/s IOPS)"
-        echo "$target $name $r" >>"$W/results.txt"
+        for target in ${BENCH_TARGETS:-laneslocal file qcow2}; do
+            # a fresh disk per test: writes of one test must not warm the next
+            "start_$target"
+            r=$(run_fio "$name" "$rw" "$bs" "$qd")
+            stop_server
+            log "round $round: $target $name: $r (MiB/s IOPS)"
+            echo "$target $name $r" >>"$W/results.txt"
+        done
     done
 done
 
@@ -171,10 +181,19 @@ stop_server
 python3 - "$W/results.txt" "$W/snap.txt" "$OUT" <<'EOF'
 import json, sys
 res, snap, out = sys.argv[1:4]
-r = {}
+runs = {}
 for line in open(res):
     tgt, name, mibs, iops = line.split()
-    r.setdefault(tgt, {})[name] = {"mib_s": float(mibs), "iops": float(iops)}
+    runs.setdefault(tgt, {}).setdefault(name, []).append((float(mibs), float(iops)))
+def median(v):
+    v = sorted(v)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+r = {}
+for tgt, tests in runs.items():
+    for name, v in tests.items():
+        r.setdefault(tgt, {})[name] = {"mib_s": median([x[0] for x in v]), "iops": median([x[1] for x in v]),
+                                       "runs": [{"mib_s": x[0], "iops": x[1]} for x in v]}
 snaps = []
 for line in open(snap):
     g, flush_us, create_us, rm_us = map(int, line.split())
