@@ -139,7 +139,7 @@ static int laneslocal_config_complete(void)
   "readonly=BOOL        Serve read-only.\n" \
   "dirty-limit=SIZE     Dirty chunk memory before spilling (default 64M).\n" \
   "cache=SIZE           Clean chunk cache (default 64 chunks).\n" \
-  "sync=syncfs|fsync    How commits are made durable (default syncfs).\n" \
+  "sync=syncfs|fsync    Ignored (packs are always fdatasync'ed).\n" \
   "status=FILE          Append a JSON line here on the first EIO."
 
 static int engine_open(store_t **sp, store_disk_t **dp)
