@@ -438,3 +438,7 @@ if [ "${BENCH_SKIP_API:-0}" != 1 ] && [ -x "$ROOT/bench/api/run.sh" ]; then
     echo
     "$ROOT/bench/api/run.sh" "$BUILD" || echo "bench/api failed (exit $?)" >&2
 fi
+if [ "${BENCH_SKIP_NET:-0}" != 1 ] && [ -x "$ROOT/bench/net/run.sh" ]; then
+    echo
+    "$ROOT/bench/net/run.sh" "$BUILD" || echo "bench/net failed (exit $?)" >&2
+fi
