@@ -13,6 +13,9 @@
 #    connection goes straight through without asking, also after netmed is
 #    killed and restarted by lanesd (it reads the stored policy);
 #  - a direct-IP connection outside the policy is a policy.denied event;
+#  - an approved ask+intercept HTTPS connection is intercepted and each of
+#    its requests passes; a policy change releases a waiting connection;
+#    a CIDR ask rule holds a literal address and remembers it as a /32;
 #  - a read-only token may list approvals but not decide (403); bad
 #    decisions are 400, unknown ids 404.
 set -eu
@@ -201,4 +204,44 @@ t0=$(now)
 lc exec web -- curl -sS --max-time 20 http://other.lanes.test/y >/dev/null 2>&1 && fail "remembered deny let it through"
 awk -v w="$(elapsed "$t0")" 'BEGIN { exit !(w < 10) }' || fail "remembered deny still waited"
 [ "$(grep -c '"kind":"approval.pending"' "$T/events.ndjson")" = 5 ] || fail "remembered deny asked again"
+
+log "ask + intercept: an approved HTTPS connection is intercepted and every request passes"
+cat >"$T/p3.json" <<'JSON'
+{"dns": {"mode": "synthetic"},
+ "allow": [{"host": "api.lanes.test", "ports": [443], "action": "ask", "intercept": true},
+           {"host": "other.lanes.test", "ports": [80], "action": "ask"},
+           {"cidr": "203.0.113.11/32", "ports": [80], "action": "ask"}]}
+JSON
+lc policy set web "$T/p3.json" >/dev/null || fail "policy set p3"
+: >"$W/requests.log"
+(rc=0; lc exec web -- curl -sS --max-time 40 https://api.lanes.test/secure https://api.lanes.test/again \
+    >"$T/s.out" 2>&1 || rc=$?; echo $rc >"$T/s.rc") &
+id6=$(pending_id 6)
+lc approve web "$id6" >/dev/null || fail "approve (intercept)"
+wait_for 30 test -f "$T/s.rc" || fail "intercepted curl did not finish"
+[ "$(cat "$T/s.rc")" = 0 ] || fail "approved intercepted HTTPS failed: $(cat "$T/s.out")"
+grep -q '"path": "/again"' "$T/s.out" || fail "second request on the approved connection: $(cat "$T/s.out")"
+audit_json | grep -q '"ev":"http","decision":"allow","host":"api.lanes.test","port":443' ||
+    fail "approved connection was not intercepted"
+
+log "a policy change answers a waiting connection"
+(rc=0; lc exec web -- curl -sS --max-time 40 http://other.lanes.test/by-policy >"$T/b.out" 2>&1 || rc=$?
+    echo $rc >"$T/b.rc") &
+id7=$(pending_id 7)
+python3 -c 'import json,sys; p=json.load(open(sys.argv[1])); p["allow"].append({"host":"other.lanes.test","ports":[80]}); json.dump(p,open(sys.argv[2],"w"))' \
+    "$T/p3.json" "$T/p4.json"
+lc policy set web "$T/p4.json" >/dev/null || fail "policy set p4"
+wait_for 20 test -f "$T/b.rc" || fail "curl still waiting after the policy allowed it"
+[ "$(cat "$T/b.rc")" = 0 ] || fail "curl released by the policy failed: $(cat "$T/b.out")"
+decided_has "$id7" 'allowed by policy'
+
+log "a CIDR ask rule: a literal address waits; --remember stores a /32 rule"
+(rc=0; lc exec web -- curl -sS --max-time 40 http://203.0.113.11/literal >"$T/c.out" 2>&1 || rc=$?
+    echo $rc >"$T/c.rc") &
+id8=$(pending_id 8)
+lc approvals web --json | grep -Eq '"host": *null' || fail "literal address approval has a host: $(lc approvals web --json)"
+lc approve web "$id8" --remember >/dev/null || fail "approve --remember (cidr)"
+wait_for 30 test -f "$T/c.rc" || fail "literal-address curl did not finish"
+[ "$(cat "$T/c.rc")" = 0 ] || fail "approved literal-address curl failed: $(cat "$T/c.out")"
+lc policy get web | grep -Eq '"cidr": *"203.0.113.11/32"' || fail "no /32 rule remembered: $(lc policy get web)"
 log "PASS"
