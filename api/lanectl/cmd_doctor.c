@@ -166,7 +166,11 @@ static void check_tools(doctor_t *d)
                 max = 0;
             fclose(f);
         }
-        if (max > 0)
+        if (max > 0 && access("/dev/net/tun", R_OK | W_OK) < 0)
+            report(d, "WARN", "netns", "give this user read/write on /dev/net/tun (Debian's default mode is 0666)",
+                   "user namespaces allowed (max %ld), but /dev/net/tun: %s: lanes get no network", max,
+                   strerror(errno));
+        else if (max > 0)
             report(d, "OK", "netns", NULL, "ip netns works, user namespaces allowed (max %ld)", max);
         else
             report(d, "WARN", "netns", "sysctl user.max_user_namespaces=15000, or run lanesd as root",

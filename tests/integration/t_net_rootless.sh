@@ -33,8 +33,9 @@ as_user() { setpriv --reuid="$RL_UID" --regid="$RL_GID" --clear-groups --inh-cap
 # this user rw with an ACL for the duration of the test.
 if ! as_user test -r /dev/net/tun -a -w /dev/net/tun; then
     need_cmd setfacl
+    TUN_ACL=$(getfacl -p /dev/net/tun 2>/dev/null) || fail "getfacl /dev/net/tun"
     setfacl -m "u:$RL_UID:rw" /dev/net/tun || fail "setfacl /dev/net/tun"
-    on_exit 'setfacl -x "u:$RL_UID" /dev/net/tun 2>/dev/null; true'
+    on_exit 'printf "%s\n" "$TUN_ACL" | setfacl --restore=- 2>/dev/null; true'
 fi
 
 . "$(dirname "$0")/lanes.sh"
@@ -94,6 +95,8 @@ unprivileged() {
         fail "$2 (pid $1) has capabilities: CapEff $_eff CapPrm $_prm"
 }
 unprivileged "$LANESD_PID" lanesd
+as_user env HOME="$T/home" "$LANES_BUILD/bin/lanectl" --socket "$LANES_SOCKET" doctor >"$T/doctor" 2>&1 || true
+grep -E '^ *OK +netns .*user namespaces allowed' "$T/doctor" >/dev/null || fail "doctor as the user: $(grep netns "$T/doctor")"
 
 lanes_image debian
 cat >"$T/policy.json" <<'JSON'
