@@ -9,7 +9,9 @@
 #  - list shows name/pid/attached; DELETE kills it; stopping the lane ends
 #    every session (and tells an attached client);
 #  - lanectl shell --session under a real PTY: Ctrl-P Ctrl-Q detaches and
-#    leaves the session running; lanectl shell ls / kill.
+#    leaves the session running; lanectl shell ls / kill;
+#  - a session (a running process, like any exec) keeps a lane with
+#    --idle-timeout up even detached; killing it lets the lane idle out.
 set -eu
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lanes.sh"
@@ -232,6 +234,19 @@ elif scenario == "open":
     last, code = ws.until_close()
     assert last["type"] == "error" and last["code"] == "session_ended" and code == 1011, (last, code)
     print("ended ok")
+elif scenario == "idle":
+    # a session is a running process: like any running exec it keeps a lane
+    # with an idle timeout up, attached or not
+    ws = WS(f"/v1/lanes/{lane}/shell?session=quiet")
+    assert ws.status == 101 and ws.started()["created"] is True
+    ws.stdin("echo up-$((9*9))\n")
+    ws.until("up-81")
+    ws.drop()
+    time.sleep(14)
+    st, body = http("GET", f"/v1/lanes/{lane}")
+    assert st == 200 and body["state"] == "running", (body.get("state"), body.get("stop_reason"))
+    assert "quiet" in sessions(lane)
+    print("idle ok")
 elif scenario == "list":
     print(json.dumps(sessions(lane)))
 PY
@@ -313,4 +328,11 @@ wait "$opener" || fail "attached client at lane stop: $(cat "$T/open.out")"
 grep -q "ended ok" "$T/open.out" || fail "open scenario: $(cat "$T/open.out")"
 lc boot ss >/dev/null
 [ "$(python3 "$T/sess.py" "$LANES_SOCKET" list ss)" = "{}" ] || fail "sessions survived a lane stop"
+
+log "a detached session keeps a lane with --idle-timeout up; once killed the lane idles out"
+lc create idl --image minimal --disk 1 --idle-timeout 6 >/dev/null
+lc boot idl >/dev/null
+python3 "$T/sess.py" "$LANES_SOCKET" idle idl || fail "idle scenario"
+lc shell kill idl quiet || fail "kill quiet"
+wait_for 60 lane_state_is idl stopped || fail "lane did not idle out after its session was killed: $(lane_state idl)"
 log "ok"
