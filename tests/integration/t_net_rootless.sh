@@ -173,6 +173,17 @@ wait_for 30 gwget http://api.lanes.test/ready >/dev/null || fail "network did no
 if gwget http://10.99.0.1/ >/dev/null 2>&1; then fail "private address reachable after restart"; fi
 [ "$(lane_state web)" = running ] || fail "lane state after netmed death: $(lane_state web)"
 
+log "a restarted lanesd re-adopts the lane and reaches its holder for the next netmed"
+lanes_restart
+wait_for 10 lc ls >/dev/null 2>&1 || fail "lanesd did not come back"
+unprivileged "$LANESD_PID" lanesd
+[ "$(lane_state web)" = running ] || fail "lane state after lanesd restart: $(lane_state web)"
+kill -KILL "$npid2"
+wait_for 20 sh -c "pgrep -f -- 'netmed --lane-fds [0-9]*,[0-9]* --policy $ldir/' | grep -vqx '$npid2'" ||
+    fail "netmed not restarted by the new lanesd"
+wait_for 30 gwget http://api.lanes.test/ready >/dev/null || fail "no network after netmed restart by the new lanesd"
+[ "$(pgrep -f -- "netmed netns-holder .*--socket $ldir/netns.sock" | head -n1)" = "$hpid" ] || fail "holder replaced"
+
 log "stop removes the holder (and with it the lane netns)"
 lc stop web >/dev/null
 wait_for 10 sh -c "! kill -0 $hpid 2>/dev/null" || fail "netns holder left after stop"
