@@ -299,6 +299,14 @@ int policy_parse(const char *json, size_t len, policy_t **out, char *err, size_t
                 if ((r = parse_rule(json_object_array_get_idx(val, i), i, &p->rules[i], err, errlen)) < 0)
                     goto out;
             }
+        } else if (strcmp(key, "onUnmatched") == 0) {
+            const char *u = json_object_is_type(val, json_type_string) ? json_object_get_string(val) : "";
+            if (strcmp(u, "ask") == 0)
+                p->ask_unmatched = true;
+            else if (strcmp(u, "deny") != 0) {
+                r = perr(err, errlen, "onUnmatched: one of deny, ask");
+                goto out;
+            }
         } else if (strcmp(key, "approvalTimeoutSeconds") == 0) {
             int64_t t = json_object_is_type(val, json_type_int) ? json_object_get_int64(val) : 0;
             if (t < 1 || t > POLICY_APPROVAL_TIMEOUT_MAX_S) {
@@ -312,6 +320,10 @@ int policy_parse(const char *json, size_t len, policy_t **out, char *err, size_t
             r = perr(err, errlen, "policy: unknown field \"%s\"", key);
             goto out;
         }
+    }
+    if (p->open && p->ask_unmatched) {
+        r = perr(err, errlen, "onUnmatched: ask needs mode allowlist (open mode already allows what no rule covers)");
+        goto out;
     }
     p->json = strdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
     if (!p->json) {
@@ -410,7 +422,9 @@ bool policy_port_match(const policy_rule_t *r, uint16_t port)
 
 bool policy_name_allowed(const policy_t *p, const char *name)
 {
-    if (p->open)
+    /* In synthetic mode an unmatched name resolves locally (no upstream
+     * query, so no DNS exfiltration); the connection is what asks. */
+    if (p->open || (p->ask_unmatched && p->dns_mode == DNS_SYNTHETIC))
         return true;
     for (size_t i = 0; i < p->nrules; i++)
         if (p->rules[i].host && p->rules[i].action != RULE_DENY && policy_host_match(p->rules[i].host, name))
@@ -460,6 +474,10 @@ verdict_t policy_check_name(const policy_t *p, const char *name, uint16_t port)
         v.allow = true;
         v.reason = "open mode";
     }
+    if (!v.allow && !v.ask && p->ask_unmatched) {
+        v.ask = true;
+        v.reason = "no rule (onUnmatched: ask)";
+    }
     return v;
 }
 
@@ -493,13 +511,16 @@ verdict_t policy_check_addr(const policy_t *p, const netaddr_t *a, uint16_t port
     if (ask >= 0)
         return (verdict_t){ .ask = true, .rule = ask, .allow_private = p->rules[ask].allow_private,
                             .reason = "ask rule" };
-    if (p->open) {
+    if (p->open || p->ask_unmatched) {
         if (blocked) {
             v.reason = "private address";
             return v;
         }
-        v.allow = true;
-        v.reason = "open mode";
+        if (p->open)
+            v.allow = true;
+        else
+            v.ask = true;
+        v.reason = p->open ? "open mode" : "no rule (onUnmatched: ask)";
     }
     return v;
 }

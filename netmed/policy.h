@@ -50,6 +50,7 @@ typedef struct {
 typedef struct policy {
     int refs;
     bool open;               /* "mode": "open": public internet allowed */
+    bool ask_unmatched;      /* "onUnmatched": "ask": what no rule covers asks */
     bool block_private;
     dns_mode_t dns_mode;
     dns_server_t servers[POLICY_MAX_SERVERS];
@@ -76,7 +77,8 @@ bool policy_port_match(const policy_rule_t *r, uint16_t port);
 int policy_add_rule(const policy_t *p, const char *rule_json, policy_t **out, char *err, size_t errlen);
 
 /* May name be resolved for the guest at all (some allow or ask host rule
- * names it, or open mode)? Deny rules never make a name resolve. */
+ * names it, open mode, or onUnmatched ask in synthetic DNS mode)? Deny
+ * rules alone never make a name resolve. */
 bool policy_name_allowed(const policy_t *p, const char *name);
 
 typedef struct {

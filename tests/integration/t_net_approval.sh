@@ -16,6 +16,8 @@
 #  - an approved ask+intercept HTTPS connection is intercepted and each of
 #    its requests passes; a policy change releases a waiting connection;
 #    a CIDR ask rule holds a literal address and remembers it as a /32;
+#  - onUnmatched ask: an unlisted name resolves and asks; private
+#    addresses are refused without asking;
 #  - a read-only token may list approvals but not decide (403); bad
 #    decisions are 400, unknown ids 404.
 set -eu
@@ -244,4 +246,19 @@ lc approve web "$id8" --remember >/dev/null || fail "approve --remember (cidr)"
 wait_for 30 test -f "$T/c.rc" || fail "literal-address curl did not finish"
 [ "$(cat "$T/c.rc")" = 0 ] || fail "approved literal-address curl failed: $(cat "$T/c.out")"
 lc policy get web | grep -Eq '"cidr": *"203.0.113.11/32"' || fail "no /32 rule remembered: $(lc policy get web)"
+
+log "onUnmatched ask: a name no rule mentions resolves and its connection asks; private addresses never ask"
+echo '{"dns": {"mode": "synthetic"}, "onUnmatched": "ask", "approvalTimeoutSeconds": 30}' >"$T/p5.json"
+lc policy set web "$T/p5.json" >/dev/null || fail "policy set p5"
+(rc=0; lc exec web -- curl -sS --max-time 40 http://other.lanes.test/unlisted >"$T/u.out" 2>&1 || rc=$?
+    echo $rc >"$T/u.rc") &
+id9=$(pending_id 9)
+lc approvals web | grep -q "^$id9 *other.lanes.test " || fail "unmatched approval: $(lc approvals web)"
+lc approve web "$id9" >/dev/null || fail "approve (unmatched)"
+wait_for 30 test -f "$T/u.rc" || fail "unmatched curl did not finish"
+[ "$(cat "$T/u.rc")" = 0 ] || fail "approved unmatched curl failed: $(cat "$T/u.out")"
+t0=$(now)
+lc exec web -- curl -sS --max-time 20 http://10.99.0.1/ >/dev/null 2>&1 && fail "private address reachable"
+awk -v w="$(elapsed "$t0")" 'BEGIN { exit !(w < 10) }' || fail "a private address waited for approval"
+[ "$(grep -c '"kind":"approval.pending"' "$T/events.ndjson")" = 9 ] || fail "a private address asked"
 log "PASS"

@@ -39,6 +39,11 @@ samples = [
     {"approvalTimeoutSeconds": 0},
     {"approvalTimeoutSeconds": 3601},
     {"approvalTimeoutSeconds": "60"},
+    {"onUnmatched": "ask", "approvalTimeoutSeconds": 120},
+    {"onUnmatched": "deny"},
+    {"onUnmatched": "maybe"},
+    {"mode": "open", "onUnmatched": "ask"},
+    {"mode": "open", "onUnmatched": "deny"},
 ]
 bad = 0
 for i, s in enumerate(samples):

@@ -1,5 +1,5 @@
 /* test_netmed_approval.c — "ask" rules and human approval in netmed:
- * parsing of rule actions and approvalTimeoutSeconds, precedence
+ * parsing of rule actions, onUnmatched and approvalTimeoutSeconds, precedence
  * (deny > allow > ask) for names and CIDRs, DNS visibility, adding a
  * remembered rule, and the pending-approval lifecycle with real threads
  * (decided, unknown id, timeout, guest gone, answered by a policy change,
@@ -145,6 +145,45 @@ static void test_precedence_cidr(void **state)
     assert_false(v.allow);
     assert_int_equal(netaddr_parse("203.0.113.5", &a), 0);
     assert_true(policy_check_addr(p, &a, 22, NULL, 0).ask);
+    policy_unref(p);
+}
+
+static void test_unmatched(void **state)
+{
+    (void)state;
+    char err[256];
+    policy_t *bad = NULL;
+    const char *j1 = "{\"onUnmatched\":\"maybe\"}", *j2 = "{\"mode\":\"open\",\"onUnmatched\":\"ask\"}";
+    assert_int_equal(policy_parse(j1, strlen(j1), &bad, err, sizeof err), -EINVAL);
+    assert_int_equal(policy_parse(j2, strlen(j2), &bad, err, sizeof err), -EINVAL);
+    assert_null(bad);
+    policy_t *p = P("{\"onUnmatched\":\"deny\"}");
+    assert_false(policy_check_name(p, "x.example", 443).ask);
+    policy_unref(p);
+
+    p = P("{\"onUnmatched\":\"ask\",\"allow\":[{\"host\":\"ok.example\",\"ports\":[443]},"
+          "{\"host\":\"bad.example\",\"action\":\"deny\"}]}");
+    verdict_t v = policy_check_name(p, "x.example", 443);
+    assert_true(v.ask);
+    assert_int_equal(v.rule, -1);
+    assert_true(policy_check_name(p, "ok.example", 443).allow);
+    assert_true(policy_check_name(p, "ok.example", 80).ask);        /* the rule covers 443 only */
+    assert_true(policy_check_name(p, "bad.example", 443).denied);
+    assert_true(policy_name_allowed(p, "anything.example"));       /* synthetic: resolves locally */
+    netaddr_t a;
+    netaddr_parse("203.0.113.9", &a);
+    assert_true(policy_check_addr(p, &a, 22, NULL, 0).ask);
+    netaddr_parse("10.1.2.3", &a);                                  /* private: never asked about */
+    v = policy_check_addr(p, &a, 22, NULL, 0);
+    assert_false(v.ask);
+    assert_false(v.allow);
+    netaddr_parse("169.254.169.254", &a);
+    assert_false(policy_check_addr(p, &a, 80, NULL, 0).ask);
+    policy_unref(p);
+
+    /* trusted DNS: unmatched names are never looked up upstream */
+    p = P("{\"onUnmatched\":\"ask\",\"dns\":{\"mode\":\"trusted\",\"servers\":[\"192.0.2.53\"]}}");
+    assert_false(policy_name_allowed(p, "anything.example"));
     policy_unref(p);
 }
 
@@ -380,6 +419,7 @@ int main(void)
         cmocka_unit_test(test_parse_actions),
         cmocka_unit_test(test_precedence_names),
         cmocka_unit_test(test_precedence_cidr),
+        cmocka_unit_test(test_unmatched),
         cmocka_unit_test(test_add_rule),
         cmocka_unit_test(test_lifecycle),
     };
