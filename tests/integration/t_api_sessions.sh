@@ -247,6 +247,14 @@ elif scenario == "idle":
     assert st == 200 and body["state"] == "running", (body.get("state"), body.get("stop_reason"))
     assert "quiet" in sessions(lane)
     print("idle ok")
+elif scenario == "pid":
+    # create a session and print its shell's pid (from the list)
+    ws = WS(f"/v1/lanes/{lane}/shell?session=lost")
+    assert ws.status == 101 and ws.started()["created"] is True
+    ws.stdin("echo up-$((1+6))\n")
+    ws.until("up-7")
+    print(sessions(lane)["lost"]["pid"])
+    ws.drop()
 elif scenario == "list":
     print(json.dumps(sessions(lane)))
 PY
@@ -259,7 +267,8 @@ lc boot ss >/dev/null
 log "session keeps cwd/env/jobs across a dropped client; replay; busy/takeover; ring bound; exit ends it"
 pid=$(python3 "$T/sess.py" "$LANES_SOCKET" persist ss) || fail "persist scenario"
 # the shell exited with "exit 4"; its background sleep (its own process group) may live on
-lc exec ss -- kill -0 "$pid" 2>/dev/null && fail "session shell $pid still running after exit"
+[ "$(lc exec ss -- sh -c "kill -0 $pid 2>/dev/null && echo alive || echo gone")" = gone ] ||
+    fail "session shell $pid still running after exit"
 
 log "DELETE kills a session; bad names"
 python3 "$T/sess.py" "$LANES_SOCKET" kill ss || fail "kill scenario"
@@ -318,6 +327,14 @@ assert [x["name"] for x in s] == ["dev"] and s[0]["attached"] is False and s[0][
 lc shell kill ss dev || fail "shell kill"
 [ "$(python3 "$T/sess.py" "$LANES_SOCKET" list ss)" = "{}" ] || fail "dev still listed after kill"
 expect_fail "no session 'dev'" lc shell kill ss dev
+
+log "a lanesd restart ends the sessions (the agent ends its execs at the new handshake)"
+spid=$(python3 "$T/sess.py" "$LANES_SOCKET" pid ss) || fail "pid scenario"
+lanes_restart
+wait_for 60 lane_state_is ss running || fail "lane not re-adopted after the restart"
+shell_gone() { [ "$(lc exec ss -- sh -c "kill -0 $spid 2>/dev/null && echo alive || echo gone" 2>/dev/null)" = gone ]; }
+wait_for 60 shell_gone || fail "session shell $spid outlived lanesd's restart"
+[ "$(python3 "$T/sess.py" "$LANES_SOCKET" list ss)" = "{}" ] || fail "sessions listed after a restart"
 
 log "stopping the lane ends its sessions (and tells an attached client)"
 python3 "$T/sess.py" "$LANES_SOCKET" open ss >"$T/open.out" 2>&1 &
