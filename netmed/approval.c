@@ -23,6 +23,7 @@ struct approval {
     int efd;                     /* the waiter sleeps on it */
     approval_state_t state;
     bool remember;
+    bool audited;                /* its final record is written (approvals_stop) */
     char by[32];
     struct approval *next;
 };
@@ -200,7 +201,8 @@ approval_state_t approval_wait(approvals_t *a, audit_t *au, const approval_req_t
         if (st != APPROVAL_PENDING)
             break;
     }
-    audit_approval(au, e, st, now_ms(CLOCK_MONOTONIC) - t0);
+    if (!e->audited)
+        audit_approval(au, e, st, now_ms(CLOCK_MONOTONIC) - t0);
     close(e->efd);
     free(e);
     return st;
@@ -221,6 +223,19 @@ int approval_decide(approvals_t *a, const char *id, bool allow, bool remember, c
     }
     pthread_mutex_unlock(&a->lock);
     return r;
+}
+
+void approvals_stop(approvals_t *a, audit_t *au)
+{
+    pthread_mutex_lock(&a->lock);
+    for (approval_t *e = a->pending; e; e = e->next) {
+        if (e->state != APPROVAL_PENDING)
+            continue;
+        settle(e, APPROVAL_DENIED, false, "netmed stop");
+        audit_approval(au, e, APPROVAL_DENIED, now_ms(CLOCK_REALTIME) - e->created_ms);
+        e->audited = true;
+    }
+    pthread_mutex_unlock(&a->lock);
 }
 
 json_object *approvals_json(approvals_t *a)

@@ -75,6 +75,10 @@ approval_state_t approval_wait(approvals_t *a, audit_t *au, const approval_req_t
  * -ENOENT: no pending approval with that id (unknown, decided or gone). */
 int approval_decide(approvals_t *a, const char *id, bool allow, bool remember, const char *by, json_object **info);
 
+/* netmed is exiting: deny every pending approval and audit each one now
+ * (by "netmed stop"), since the waiting threads may not run again. */
+void approvals_stop(approvals_t *a, audit_t *au);
+
 /* The pending approvals as a JSON array (new reference). */
 json_object *approvals_json(approvals_t *a);
 

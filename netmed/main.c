@@ -377,6 +377,7 @@ int main(int argc, char **argv)
                 control_serve_one(&m, cfd);
         }
     }
+    approvals_stop(&m.approvals, m.audit);
     json_object *e = json_object_new_object();
     json_object_object_add(e, "ev", json_object_new_string("stop"));
     audit_emit(m.audit, e);

@@ -413,6 +413,44 @@ static void test_lifecycle(void **state)
     assert_int_equal(by_policy, 2 + APPROVALS_MAX);
 }
 
+/* netmed exiting: pending approvals are denied and audited once each. */
+static void test_stop(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/test_approval_stop_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    audit_t *au;
+    assert_int_equal(audit_open(path, -1, &au), 0);
+    approvals_t a;
+    approvals_init(&a);
+    waiter_t w1, w2;
+    waiter_start(&w1, &a, au, "one.example", 443, 30, -1);
+    waiter_start(&w2, &a, au, "two.example", 443, 30, -1);
+    json_object_put(pending_wait(&a, 2));
+    approvals_stop(&a, au);
+    pthread_join(w1.tid, NULL);
+    pthread_join(w2.tid, NULL);
+    assert_int_equal(w1.result, APPROVAL_DENIED);
+    assert_int_equal(w2.result, APPROVAL_DENIED);
+    audit_close(au);
+    FILE *f = fdopen(fd, "r");
+    char line[4096];
+    int finals = 0;
+    while (fgets(line, sizeof line, f)) {
+        json_object *o = json_tokener_parse(line);
+        if (strcmp(jstr(o, "state"), "pending") != 0) {
+            assert_string_equal(jstr(o, "state"), "denied");
+            assert_string_equal(jstr(o, "by"), "netmed stop");
+            finals++;
+        }
+        json_object_put(o);
+    }
+    fclose(f);
+    unlink(path);
+    assert_int_equal(finals, 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -422,6 +460,7 @@ int main(void)
         cmocka_unit_test(test_unmatched),
         cmocka_unit_test(test_add_rule),
         cmocka_unit_test(test_lifecycle),
+        cmocka_unit_test(test_stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
