@@ -32,6 +32,10 @@
  * /dev/null) and exits 0 — or exits 1 with the reason on stderr. So lanesd
  * waits for an ordinary helper exit and PATH existing means ready.
  *
+ * Once set up it keeps only CAP_NET_ADMIN (TUNSETIFF, IP_TRANSPARENT) and
+ * CAP_NET_BIND_SERVICE (port 53) of its user namespace — bounding set
+ * included — and sets no_new_privs.
+ *
  * Single-threaded (unshare(CLONE_NEWUSER) requires it); serves one request
  * at a time, each bounded by a receive timeout.
  */
@@ -40,6 +44,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <linux/capability.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <netinet/in.h>
@@ -49,8 +54,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -147,6 +154,25 @@ static int enter_own_namespaces(void)
     if (r < 0)
         fprintf(stderr, "netmed holder: write the user namespace's id maps: %s\n", strerror(-r));
     return r;
+}
+
+/* Keep only what serving 'T' and 'S' needs; returns 0 or -errno. */
+static int drop_capabilities(void)
+{
+    const uint64_t keep = (1ULL << CAP_NET_ADMIN) | (1ULL << CAP_NET_BIND_SERVICE);
+    for (int c = 0; c < 64; c++) {
+        if (keep & (1ULL << c))
+            continue;
+        if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL)
+            return -errno;
+    }
+    struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    data[0].effective = data[0].permitted = (uint32_t)keep;
+    if (syscall(SYS_capset, &h, data) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return -errno;
+    return 0;
 }
 
 static int listen_at(const char *path)
@@ -302,6 +328,10 @@ int holder_main(int argc, char **argv)
     }
     close(lfd);
     close(dfd);
+    if ((r = drop_capabilities()) < 0) {
+        fprintf(stderr, "netmed holder: drop capabilities: %s\n", strerror(-r));
+        return 1;
+    }
     int sfd = listen_at(path);
     if (sfd < 0)
         return 1;

@@ -123,6 +123,11 @@ hpid=$(pgrep -f -- "netmed netns-holder .*--socket $ldir/netns.sock" | head -n1)
 # uids are the test user's and it has no capabilities in the initial one
 awk '/^Uid:/ { exit !($2 == u && $3 == u) }' u="$RL_UID" "/proc/$hpid/status" || fail "holder uid: $(grep Uid "/proc/$hpid/status")"
 [ "$(readlink /proc/$hpid/ns/user)" != "$(readlink /proc/1/ns/user)" ] || fail "holder is in the initial user namespace"
+# in its own user namespace it keeps only CAP_NET_ADMIN + CAP_NET_BIND_SERVICE
+[ "$(awk '/^CapEff:/ { print $2 }' "/proc/$hpid/status")" = 0000000000001400 ] &&
+    [ "$(awk '/^CapBnd:/ { print $2 }' "/proc/$hpid/status")" = 0000000000001400 ] ||
+    fail "holder capabilities: $(grep ^Cap "/proc/$hpid/status")"
+grep -q '^NoNewPrivs:[[:space:]]*1' "/proc/$hpid/status" || fail "holder without no_new_privs"
 [ "$(readlink /proc/$hpid/ns/net)" != "$(readlink /proc/$LANESD_PID/ns/net)" ] || fail "lane netns is lanesd's netns"
 [ "$(readlink /proc/$npid/ns/net)" = "$(readlink /proc/$LANESD_PID/ns/net)" ] || fail "netmed left lanesd's netns"
 [ "$(readlink /proc/$qpid/ns/net)" = "$(readlink /proc/$LANESD_PID/ns/net)" ] || fail "QEMU is not in lanesd's netns"
