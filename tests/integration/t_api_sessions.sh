@@ -296,6 +296,16 @@ def until(fd, needle, t=90):
                 out += os.read(fd, 65536)
             except OSError:
                 raise SystemExit("lanectl ended early: %r" % out[-400:])
+def wait_exit(pid, t=30):
+    end = time.time() + t
+    while time.time() < end:
+        p, st = os.waitpid(pid, os.WNOHANG)
+        if p:
+            return st
+        time.sleep(0.1)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    raise SystemExit("lanectl did not exit after the detach keys: %r" % out[-400:])
 pid, fd = start()
 until(fd, b"new session 'dev'")
 os.write(fd, b"cd /etc; export Y=why$((2*21))\n")
@@ -303,7 +313,7 @@ os.write(fd, b"cd /etc; export Y=why$((2*21))\n")
 os.write(fd, b"\x10a\x15echo y=$Y\n")
 until(fd, b"y=why42")
 os.write(fd, b"\x10\x11")   # Ctrl-P Ctrl-Q: detach
-_, st = os.waitpid(pid, 0)
+st = wait_exit(pid)
 assert os.WIFEXITED(st) and os.WEXITSTATUS(st) == 0, st
 out = b""
 pid, fd = start()
@@ -312,7 +322,7 @@ until(fd, b"y=why42")          # replayed
 os.write(fd, b"echo at=$(pwd)-$Y\n")
 until(fd, b"at=/etc-why42")
 os.write(fd, b"\x10\x11")
-_, st = os.waitpid(pid, 0)
+st = wait_exit(pid)
 assert os.WIFEXITED(st) and os.WEXITSTATUS(st) == 0, st
 print("lanectl shell --session ok")
 EOF
