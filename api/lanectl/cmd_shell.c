@@ -11,7 +11,9 @@
  * A named session outlives lanectl: leaving (the detach keys Ctrl-P Ctrl-Q
  * on a terminal, or losing the connection) keeps it running, and the next
  * `--session S` gets its recent output replayed. A Ctrl-P not followed by
- * Ctrl-Q is passed on (with the key after it), like docker attach.
+ * Ctrl-Q is passed on (with the key after it), like docker attach. When
+ * stdin is not a terminal, its end detaches from a session (after what was
+ * read is sent) instead of closing the shell's stdin.
  *
  * Our terminal goes raw; its bytes are binary frames, the lane's output comes
  * back as binary frames; SIGWINCH sends a {"type":"resize"} control message.
@@ -208,6 +210,17 @@ static void shell_loop(ws_client_t *ws, shell_run_t *run, int sfd)
                 }
             } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
                 stdin_open = false;
+                if (run->session) {
+                    /* a session outlives its input: what was typed is
+                     * delivered, then we leave it running */
+                    run->detached = true;
+                    ws_client_send(ws, WSC_CLOSE, "\x03\xe8", 2);
+                    for (int i = 0; i < 30 && ws_client_want_write(ws) && ws_client_flush(ws) == 0; i++) {
+                        struct pollfd w = {.fd = ws_client_fd(ws), .events = POLLOUT};
+                        poll(&w, 1, 1000);
+                    }
+                    return;
+                }
                 ws_client_send(ws, WSC_TEXT, "{\"type\":\"eof\"}", 14);
             }
         }

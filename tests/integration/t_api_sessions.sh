@@ -255,6 +255,24 @@ elif scenario == "pid":
     ws.until("up-7")
     print(sessions(lane)["lost"]["pid"])
     ws.drop()
+elif scenario == "where":
+    # reattach to session sys.argv[4] and print where its shell is
+    ws = WS(f"/v1/lanes/{lane}/shell?session={sys.argv[4]}")
+    assert ws.status == 101, ws.head
+    m = ws.started()
+    assert m["created"] is False, m
+    ws.stdin("echo where=$(pwd)-$Q-$((3+4))\n")
+    ws.until("-7")
+    time.sleep(0.5)
+    while True:  # the rest of the line
+        ws.s.settimeout(1)
+        try:
+            op, d = ws.frame()
+        except (socket.timeout, TimeoutError):
+            break
+        if op == 2: ws.out += d
+    print(re.search(rb"where=(\S*)-7", ws.out).group(1).decode())
+    ws.drop()
 elif scenario == "list":
     print(json.dumps(sessions(lane)))
 PY
@@ -326,6 +344,12 @@ st = wait_exit(pid)
 assert os.WIFEXITED(st) and os.WEXITSTATUS(st) == 0, st
 print("lanectl shell --session ok")
 EOF
+# without a terminal, the end of stdin detaches (the input was delivered)
+printf 'cd /var; export Q=queue\n' | timeout 60 "$LANES_BUILD/bin/lanectl" --socket "$LANES_SOCKET" \
+    shell --session piped ss >/dev/null || fail "piped lanectl shell --session"
+w=$(python3 "$T/sess.py" "$LANES_SOCKET" where ss piped) || fail "where scenario"
+[ "$w" = "/var-queue" ] || fail "piped input did not reach the session, or it did not persist: '$w'"
+lc shell kill ss piped || fail "kill piped"
 lc shell ls ss >"$T/ls.txt" || fail "shell ls"
 grep -Eq '^NAME +PID +ATTACHED' "$T/ls.txt" || fail "shell ls header: $(cat "$T/ls.txt")"
 grep -Eq '^dev +[0-9]+ +no ' "$T/ls.txt" || fail "shell ls row: $(cat "$T/ls.txt")"
