@@ -20,11 +20,15 @@
  * output bytes (stdout, or the PTY). Text frames carry JSON control:
  *   client: {"type":"resize","rows":R,"cols":C} | {"type":"signal","signal":"INT"}
  *           | {"type":"eof"}   (close stdin)
- *   server: {"type":"started","id":"x7"} first;
+ *   server: {"type":"started","id":"x7"} first (sessions add "session",
+ *           "created" and "replayed": N, and the replay follows as one
+ *           binary frame of N bytes);
  *           {"type":"stderr","data":"<base64>"} for a non-PTY exec's stderr;
  *           {"type":"exit","exit_code":N|null,"signal":N|null,"timed_out":B}
  *           or {"type":"error","code":"...","message":"..."} last, then
- *           close 1000 (exit) or 1011 (error).
+ *           close 1000 (exit) or 1011 (error). A session's client may
+ *           instead get {"type":"detached","reason":"taken_over"|"killed"}
+ *           and close 1000.
  *
  * Backpressure both ways: output is acked to the guest only while the
  * socket's queue is under SHELL_HIGH_WATER (on_drain acks the rest); stdin
