@@ -136,6 +136,10 @@ grep -q default "$T/routes" && fail "the lane netns has a route out: $(cat "$T/r
 nsenter -t "$hpid" -n ip -o link show >"$T/links"
 grep -q ' tap0:' "$T/links" || fail "no tap0 in the lane netns: $(cat "$T/links")"
 [ "$(grep -cv ' lo:\| tap0:' "$T/links")" = 0 ] || fail "unexpected interfaces in the lane netns: $(cat "$T/links")"
+nsenter -t "$hpid" -n nft list table inet lanes >"$T/nft" 2>&1 || fail "no nft table in the lane netns: $(cat "$T/nft")"
+grep -q 'tproxy ip to 127.0.0.1:15001' "$T/nft" && grep -q 'hook forward priority filter; policy drop' "$T/nft" ||
+    fail "lane ruleset: $(cat "$T/nft")"
+[ "$(nsenter -t "$hpid" -n cat /proc/sys/net/ipv6/conf/all/disable_ipv6)" = 1 ] || fail "IPv6 on in the lane netns"
 
 gwget() { lc exec web -- curl -sS --max-time 10 "$@"; }
 log "allowed host works"
