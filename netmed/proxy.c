@@ -35,6 +35,7 @@
 #define EP_BUF (HTTP_HEAD_MAX + 16384)
 #define IO_CHUNK 65536
 #define SPLICE_PIPE (256 * 1024)
+#define SPLICE_AFTER (64 * 1024)  /* bytes copied in a direction before it is spliced */
 #define MAX_NAMES 8
 #define MAX_RESOLVED 16
 #define PEEK_MAX 16384
@@ -613,7 +614,9 @@ static int tunnel(conn_t *c, secret_filter_t *up_f, secret_filter_t *down_f, boo
     bool g_open = true, u_open = true;
     int rc = 0;
     /* Plain TCP both ways: directions no filter needs to see are spliced
-     * (zero copy); TLS, read-ahead bytes or an active filter use buf. */
+     * (zero copy) once they carry bulk data (SPLICE_AFTER bytes): short
+     * exchanges never pay for the pipes. TLS, read-ahead bytes or an
+     * active filter use buf. */
     int pup[2] = { -1, -1 }, pdown[2] = { -1, -1 };
     bool plain = !c->g.ssl && !c->u.ssl;
     if (!buf || (inspect && !peek)) {
@@ -641,7 +644,8 @@ static int tunnel(conn_t *c, secret_filter_t *up_f, secret_filter_t *down_f, boo
             if (down_f)
                 secret_filter_rebind(down_f, c->scrub ? c->ss : NULL);
         }
-        if (g_ready && plain && !inspect && c->g.off >= c->g.len && !filter_active(up_f) && splice_pipe(pup)) {
+        if (g_ready && plain && !inspect && c->up >= SPLICE_AFTER && c->g.off >= c->g.len &&
+            !filter_active(up_f) && splice_pipe(pup)) {
             ssize_t n = splice_once(c->g.fd, c->u.fd, pup);
             if (n < 0 && n != -EAGAIN) {
                 rc = (int)n;
@@ -655,7 +659,8 @@ static int tunnel(conn_t *c, secret_filter_t *up_f, secret_filter_t *down_f, boo
             }
             g_ready = false;
         }
-        if (u_ready && plain && c->u.off >= c->u.len && !filter_active(down_f) && splice_pipe(pdown)) {
+        if (u_ready && plain && c->down >= SPLICE_AFTER && c->u.off >= c->u.len && !filter_active(down_f) &&
+            splice_pipe(pdown)) {
             ssize_t n = splice_once(c->u.fd, c->g.fd, pdown);
             if (n < 0 && n != -EAGAIN) {
                 rc = (int)n;

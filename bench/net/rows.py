@@ -3,7 +3,7 @@
 PHASE-KIND-WHO-ROUND.json with WHO m = through netmed, d = the routed
 bypass) into bench/report.py rows, one JSON object per line on stdout.
 
-  rows.py DIR LANE_ROUNDS LANE_MIB HOST_ROUNDS HOST_MIB NETMED_CPU_S QEMU_CPU_S
+  rows.py DIR LANE_ROUNDS LANE_MIB HOST_ROUNDS HOST_MIB NETMED_CPU_S QEMU_CPU_S [GUEST_CLOCKSOURCE]
 
 Throughput rows are in ms per MiB (lower is better, like every row of
 report.py), so "throughput >= 0.8x" is "ratio <= 1.25x". The connect row's
@@ -37,11 +37,15 @@ def ms_per_mib(mbps):
 
 def main():
     d, rounds, mib, hrounds, hmib, nm_cpu, q_cpu = sys.argv[1:8]
+    clock = sys.argv[8] if len(sys.argv) > 8 else None
     for pre, n, size, prefix, targets in (("lane", int(rounds), int(mib), "net_", True),
                                            ("host", int(hrounds), int(hmib), "net_host_", False)):
+        if n == 0:
+            continue
         if pre == "lane":
             extra = {"netmed_cpu_s_total": float(nm_cpu) if nm_cpu else None,
-                     "qemu_cpu_s_total": float(q_cpu) if q_cpu else None}
+                     "qemu_cpu_s_total": float(q_cpu) if q_cpu else None,
+                     "guest_clocksource": clock}
         else:
             extra = {"guest": "netns stand-in (netlib.sh's veth 'tap0') with host python3: "
                               "netmed's own cost, no emulator"}
@@ -65,13 +69,23 @@ def main():
                 name = "%s%s_%s" % (prefix, kind, "download" if dirn == "down" else "upload")
                 row(name, "ms/MiB", ms_per_mib(med(mm)), ms_per_mib(med(dd)), tgt if targets else None, det)
         for kind, name, target in (("lat", "tcp_connect_p50", True), ("hlat", "https_connect_p50", False)):
-            m = sum((x["ms"] for x in load(d, pre, kind, "m", n)), [])
-            dl = sum((x["ms"] for x in load(d, pre, kind, "d", n)), [])
-            pm, pd = med(m), med(dl)
+            sm, sd = load(d, pre, kind, "m", n), load(d, pre, kind, "d", n)
+            m = sum((x["ms"] for x in sm), [])
+            dl = sum((x["ms"] for x in sd), [])
+            bm = sum((x["batch_mean_ms"] for x in sm), [])
+            bd = sum((x["batch_mean_ms"] for x in sd), [])
+            # The row's p50: the median of batch means (10 connections each).
+            # The guest clock may step in 4 ms under the emulator, which makes
+            # single samples (kept below) too coarse for a sub-ms difference.
+            pm, pd = med(bm), med(bd)
             det = {"samples_per_contender": len(m),
-                   "mediated_p50_ms": round(pm, 3), "mediated_p95_ms": round(pct(m, 95), 3),
-                   "unmediated_p50_ms": round(pd, 3), "unmediated_p95_ms": round(pct(dl, 95), 3),
-                   "added_p50_ms": round(pm - pd, 3)}
+                   "p50_is": "median over batches of 10 connections of the batch's mean",
+                   "mediated_p50_ms": round(pm, 3), "unmediated_p50_ms": round(pd, 3),
+                   "added_p50_ms": round(pm - pd, 3),
+                   "mediated_sample_p50_ms": round(med(m), 3), "mediated_sample_p95_ms": round(pct(m, 95), 3),
+                   "unmediated_sample_p50_ms": round(med(dl), 3),
+                   "unmediated_sample_p95_ms": round(pct(dl, 95), 3),
+                   "sample_resolution_ms": round(min((x for x in m + dl if x > 0), default=0), 3)}
             det.update(extra)
             if target:
                 det["how"] = ("guest connect() to the server's first byte (1-byte request/answer), "

@@ -33,10 +33,10 @@
 #   net_https_connect_p50                  new connection + TLS + GET (info)
 # docs/bench.md ("Network") explains the rows.
 #
-# Environment: BENCH_NET_ROUNDS (4), BENCH_NET_MIB (MiB per bulk sample, 24),
+# Environment: BENCH_NET_ROUNDS (8), BENCH_NET_MIB (MiB per bulk sample, 12),
 # BENCH_NET_CONNS (connections per latency sample, 30), and for phase 1
 # BENCH_NET_HOST_ROUNDS (6), BENCH_NET_HOST_MIB (256), BENCH_NET_HOST_CONNS
-# (150); LANES_CACHE. Writes BUILD_DIR/bench/net-results.json.
+# (150; 0 rounds skips phase 1); LANES_CACHE. Writes BUILD_DIR/bench/net-results.json.
 #
 # Process hygiene: every process started here is tracked by pid; the lane is
 # stopped through lanectl, and its QEMU/nbdkit/netmed (found by our state
@@ -48,8 +48,8 @@ ROOT=$(cd "$(dirname "$(readlink -f "$0")")/../.." && pwd)
 BUILD=$(cd "${1:-$ROOT/build}" && pwd)
 export LANES_ROOT=$ROOT LANES_BUILD=$BUILD
 export LANES_CACHE=${LANES_CACHE:-$HOME/.cache/lanes}
-ROUNDS=${BENCH_NET_ROUNDS:-4}
-MIB=${BENCH_NET_MIB:-24}
+ROUNDS=${BENCH_NET_ROUNDS:-8}
+MIB=${BENCH_NET_MIB:-12}
 CONNS=${BENCH_NET_CONNS:-30}
 HOST_ROUNDS=${BENCH_NET_HOST_ROUNDS:-6}
 HOST_MIB=${BENCH_NET_HOST_MIB:-256}
@@ -173,14 +173,16 @@ warm_up() { # RUNNER CA_MEDIATED CA_DIRECT AUDIT_FILE
 }
 
 # ---- 1. netmed alone: the netns stand-in guest (no emulator) --------------
-log "netmed alone: netns guest $NS_G behind $NS_L (host CPU on both ends)"
-net_start_netmed "$T/policy.json"
-bypass_add "" "$NS_L" hbL hbI
-gh() { ip netns exec "$NS_G" python3 "$ROOT/bench/net/guest.py" "$@"; }
-warm_up gh "$NETMED_CA/ca.crt" "$W/ca.crt" "$NETMED_AUDIT"
-rounds host gh "$NETMED_CA/ca.crt" "$W/ca.crt" "$HOST_ROUNDS" "$HOST_MIB" "$HOST_CONNS"
-ip -n "$NS_I" link del hbI
-net_stop_netmed
+if [ "$HOST_ROUNDS" -gt 0 ]; then
+    log "netmed alone: netns guest $NS_G behind $NS_L (host CPU on both ends)"
+    net_start_netmed "$T/policy.json"
+    bypass_add "" "$NS_L" hbL hbI
+    gh() { ip netns exec "$NS_G" python3 "$ROOT/bench/net/guest.py" "$@"; }
+    warm_up gh "$NETMED_CA/ca.crt" "$W/ca.crt" "$NETMED_AUDIT"
+    rounds host gh "$NETMED_CA/ca.crt" "$W/ca.crt" "$HOST_ROUNDS" "$HOST_MIB" "$HOST_CONNS"
+    ip -n "$NS_I" link del hbI
+    net_stop_netmed
+fi
 
 # ---- 2. the lane: a debian guest under QEMU ------------------------------
 log "lanesd (in the host stand-in netns) and the debian image"
@@ -211,6 +213,8 @@ NETMED_CPU=$( [ -n "$NETMED_PID" ] && awk '{print ($14 + $15) / 100}' "/proc/$NE
 QEMU_PID=$(lc inspect bn | python3 -c 'import json,sys; print(json.load(sys.stdin).get("pid") or "")')
 QEMU_CPU=$( [ -n "$QEMU_PID" ] && awk '{print ($14 + $15) / 100}' "/proc/$QEMU_PID/stat" || echo)
 
+GUEST_CLOCK=$(lc exec bn -- cat /sys/devices/system/clocksource/clocksource0/current_clocksource || true)
+
 python3 "$ROOT/bench/net/rows.py" "$T" "$ROUNDS" "$MIB" "$HOST_ROUNDS" "$HOST_MIB" \
-    "${NETMED_CPU:-}" "${QEMU_CPU:-}" >>"$ROWS"
+    "${NETMED_CPU:-}" "${QEMU_CPU:-}" "$GUEST_CLOCK" >>"$ROWS"
 python3 "$ROOT/bench/report.py" "$ROWS" "$OUT/net-results.json"
