@@ -23,9 +23,13 @@
  * disk holds a pending session (store_pending_begin), so GC keeps every
  * object it wrote or reused meanwhile even though no ref names them yet.
  *
- * Threading: disk->lock serializes every public call on one disk.  A spill
- * (commit or dirty-limit) hashes and writes its chunks on up to
- * SPILL_THREADS short-lived threads while holding the lock.
+ * Threading: disk->lock serializes every public call on one disk.  A
+ * writable disk has one background spiller thread (dirty_bg_main) that
+ * hashes and stores a batch of dirty chunks outside the lock once they
+ * reach half the dirty limit; chunks of that batch are immutable (a write
+ * to one continues on a copy).  A synchronous spill (commit, or the dirty
+ * limit reached) first waits for that batch, then hashes and writes while
+ * holding the lock.  Both use up to SPILL_THREADS short-lived threads.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -41,6 +45,9 @@ struct dchunk {
   uint64_t idx;
   uint8_t *data;            /* chunk_size bytes */
   struct dchunk *next;      /* hash chain */
+  int spilling;             /* in the background batch: data is immutable */
+  int detached;             /* spilling, but superseded and out of the table:
+                               the spiller frees it and records nothing */
 };
 
 struct cchunk {
@@ -69,6 +76,16 @@ struct store_disk {
   size_t ncache;
   uint64_t clock;
 
+  /* Background spiller (writable disks): see dirty_bg_main. */
+  pthread_cond_t cond;      /* with lock: batch done / work / stop */
+  pthread_t bg;
+  int bg_running;           /* thread started */
+  int bg_stop;
+  int bg_busy;              /* a batch is being written outside the lock */
+  int bg_failed;            /* last batch failed: no retry before a flush */
+  size_t nspilling;         /* chunks of the table in the current batch */
+  size_t bg_threshold;      /* bytes of not-yet-spilling dirty chunks */
+
   pthread_mutex_t lock;
 };
 
@@ -87,6 +104,8 @@ static struct dchunk *dirty_find(const store_disk_t *d, uint64_t idx)
   return NULL;
 }
 
+/* Drop idx from the table.  A chunk the background batch is writing is
+ * only detached (the spiller owns and frees it). */
 static void dirty_remove(store_disk_t *d, uint64_t idx)
 {
   struct dchunk **pp = &d->buckets[dirty_bucket(d, idx)];
@@ -94,11 +113,25 @@ static void dirty_remove(store_disk_t *d, uint64_t idx)
     if ((*pp)->idx == idx) {
       struct dchunk *c = *pp;
       *pp = c->next;
-      free(c->data);
-      free(c);
       d->ndirty--;
+      if (c->spilling) {
+        c->detached = 1;
+        d->nspilling--;
+      } else {
+        free(c->data);
+        free(c);
+      }
       return;
     }
+}
+
+/* Wait until no background batch is in flight (caller holds d->lock);
+ * afterwards no chunk of the table is spilling until the lock is
+ * released. */
+static void dirty_wait_bg(store_disk_t *d)
+{
+  while (d->bg_busy)
+    pthread_cond_wait(&d->cond, &d->lock);
 }
 
 static int disk_pending(store_disk_t *d, char **err)
@@ -151,27 +184,13 @@ static void *spill_worker(void *arg)
 #define SPILL_THREADS 4
 #define SPILL_MIN_PER_THREAD 8
 
-/* Write every dirty chunk as an object (unsynced), record it in the map and
- * drop it from the table.  On failure the chunks not written stay dirty. */
-static int dirty_spill(store_disk_t *d, char **err)
+/* Hash and put chunks[0..n) on up to SPILL_THREADS threads; done[i] = 1
+ * for each one stored.  Touches neither the table nor the map, so it runs
+ * with or without d->lock (the chunks' data must not change meanwhile). */
+static int spill_batch(store_disk_t *d, struct dchunk **chunks, size_t n,
+                       store_id_t *ids, int *done, char **err)
 {
   int r = 0;
-  if (!d->ndirty)
-    return 0;
-  if ((r = disk_pending(d, err)) < 0)
-    return r;
-  size_t n = 0;
-  struct dchunk **chunks = malloc(d->ndirty * sizeof *chunks);
-  store_id_t *ids = malloc(d->ndirty * sizeof *ids);
-  int *done = calloc(d->ndirty, sizeof *done);
-  if (!chunks || !ids || !done) {
-    r = store_err(err, ENOMEM, "out of memory");
-    goto out;
-  }
-  for (size_t b = 0; b < d->nbuckets; b++)
-    for (struct dchunk *c = d->buckets[b]; c; c = c->next)
-      chunks[n++] = c;
-
   size_t nthreads = n / SPILL_MIN_PER_THREAD;
   if (nthreads > SPILL_THREADS)
     nthreads = SPILL_THREADS;
@@ -201,6 +220,32 @@ static int dirty_spill(store_disk_t *d, char **err)
     }
     free(jobs[t].err);
   }
+  return r;
+}
+
+/* Write every dirty chunk as an object (unsynced), record it in the map and
+ * drop it from the table.  On failure the chunks not written stay dirty.
+ * Waits for a background batch first. */
+static int dirty_spill(store_disk_t *d, char **err)
+{
+  int r = 0;
+  dirty_wait_bg(d);
+  if (!d->ndirty)
+    return 0;
+  if ((r = disk_pending(d, err)) < 0)
+    return r;
+  size_t n = 0;
+  struct dchunk **chunks = malloc(d->ndirty * sizeof *chunks);
+  store_id_t *ids = malloc(d->ndirty * sizeof *ids);
+  int *done = calloc(d->ndirty, sizeof *done);
+  if (!chunks || !ids || !done) {
+    r = store_err(err, ENOMEM, "out of memory");
+    goto out;
+  }
+  for (size_t b = 0; b < d->nbuckets; b++)
+    for (struct dchunk *c = d->buckets[b]; c; c = c->next)
+      chunks[n++] = c;
+  r = spill_batch(d, chunks, n, ids, done, err);
   /* Enter what was written into the map and drop it from the table. */
   for (size_t i = 0; i < n; i++) {
     if (!done[i])
@@ -219,6 +264,83 @@ out:
   free(ids);
   free(done);
   return r;
+}
+
+/* The background spiller.  Once the dirty chunks not yet being written
+ * reach bg_threshold bytes it takes all of them as one batch, marks them
+ * spilling and writes them outside d->lock (readers still find them in the
+ * table; a writer replaces a spilling chunk by a copy and detaches it, see
+ * dirty_get), then enters the batch into the map under the lock.  One
+ * batch at a time, and dirty_spill waits for it, so map updates of one
+ * chunk index happen in write order.  A failed batch leaves its chunks
+ * dirty; the next flush retries them synchronously and reports the error. */
+static void *dirty_bg_main(void *arg)
+{
+  store_disk_t *d = arg;
+  pthread_mutex_lock(&d->lock);
+  for (;;) {
+    while (!d->bg_stop &&
+           (d->bg_failed || (d->ndirty - d->nspilling) * (uint64_t)d->cs <
+                            d->bg_threshold || !d->ndirty))
+      pthread_cond_wait(&d->cond, &d->lock);
+    if (d->bg_stop)
+      break;
+    char *err = NULL;
+    size_t n = 0, cap = d->ndirty;
+    struct dchunk **chunks = malloc(cap * sizeof *chunks);
+    store_id_t *ids = malloc(cap * sizeof *ids);
+    int *done = calloc(cap, sizeof *done);
+    if (!chunks || !ids || !done || disk_pending(d, &err) < 0) {
+      d->bg_failed = 1;
+      free(chunks);
+      free(ids);
+      free(done);
+      free(err);
+      continue;
+    }
+    for (size_t b = 0; b < d->nbuckets; b++)
+      for (struct dchunk *c = d->buckets[b]; c; c = c->next) {
+        c->spilling = 1;
+        chunks[n++] = c;
+      }
+    d->nspilling = n;
+    d->bg_busy = 1;
+    pthread_mutex_unlock(&d->lock);
+
+    int r = spill_batch(d, chunks, n, ids, done, &err);
+
+    pthread_mutex_lock(&d->lock);
+    for (size_t i = 0; i < n; i++) {
+      struct dchunk *c = chunks[i];
+      if (c->detached) {         /* superseded meanwhile: nothing to record */
+        free(c->data);
+        free(c);
+        continue;
+      }
+      c->spilling = 0;
+      d->nspilling--;
+      if (!done[i])
+        continue;
+      int r2 = map_set(d->map, c->idx, &ids[i], &err);
+      if (r2 < 0) {
+        r = r2;
+        continue;                /* stays dirty */
+      }
+      if (!store_id_is_zero(&ids[i]))
+        cache_adopt(d, &ids[i], &c->data);
+      dirty_remove(d, c->idx);
+    }
+    if (r < 0)
+      d->bg_failed = 1;
+    free(err);
+    free(chunks);
+    free(ids);
+    free(done);
+    d->bg_busy = 0;
+    pthread_cond_broadcast(&d->cond);
+  }
+  pthread_mutex_unlock(&d->lock);
+  return NULL;
 }
 
 /* ---- clean chunk cache ---- */
@@ -308,6 +430,7 @@ int store_disk_open(store_t *s, const char *refname,
   if (!d)
     return store_err(err, ENOMEM, "out of memory");
   pthread_mutex_init(&d->lock, NULL);
+  pthread_cond_init(&d->cond, NULL);
   d->store = s;
   snprintf(d->ref, sizeof d->ref, "%s", refname);
   d->readonly = (opts && opts->readonly) || strncmp(refname, "disk/", 5) != 0;
@@ -336,6 +459,15 @@ int store_disk_open(store_t *s, const char *refname,
     store_disk_close(d);
     return r;
   }
+  /* Background spilling starts at half the dirty limit, so writes keep
+   * being absorbed while a batch is hashed and stored.  Without the thread
+   * every spill is synchronous (as with a read-only disk, which never
+   * spills). */
+  d->bg_threshold = d->dirty_limit / 2;
+  if (d->bg_threshold < d->cs)
+    d->bg_threshold = d->cs;
+  if (!d->readonly)
+    d->bg_running = pthread_create(&d->bg, NULL, dirty_bg_main, d) == 0;
   *out = d;
   return 0;
 }
@@ -344,6 +476,14 @@ void store_disk_close(store_disk_t *d)
 {
   if (!d)
     return;
+  if (d->bg_running) {
+    /* The thread finishes its batch (if any) before it looks at bg_stop. */
+    pthread_mutex_lock(&d->lock);
+    d->bg_stop = 1;
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+    pthread_join(d->bg, NULL);
+  }
   if (d->buckets)
     for (size_t b = 0; b < d->nbuckets; b++)
       while (d->buckets[b]) {
@@ -360,6 +500,7 @@ void store_disk_close(store_disk_t *d)
   map_free(d->map);
   if (d->pending)
     store_pending_end(d->store);
+  pthread_cond_destroy(&d->cond);
   pthread_mutex_destroy(&d->lock);
   free(d);
 }
@@ -431,6 +572,28 @@ static int dirty_get(store_disk_t *d, uint64_t idx, int whole,
                      struct dchunk **out, char **err)
 {
   struct dchunk *c = dirty_find(d, idx);
+  if (c && c->spilling) {
+    /* The background batch is writing c: continue on a copy and detach c
+     * (the batch then records nothing for it). */
+    struct dchunk *n = malloc(sizeof *n);
+    if (!n || !(n->data = malloc(d->cs))) {
+      free(n);
+      return store_err(err, ENOMEM, "out of memory");
+    }
+    if (!whole)
+      memcpy(n->data, c->data, d->cs);
+    n->idx = idx;
+    n->spilling = n->detached = 0;
+    struct dchunk **pp = &d->buckets[dirty_bucket(d, idx)];
+    while (*pp != c)
+      pp = &(*pp)->next;
+    n->next = c->next;
+    *pp = n;
+    c->detached = 1;
+    d->nspilling--;
+    *out = n;
+    return 0;
+  }
   if (c) {
     *out = c;
     return 0;
@@ -449,6 +612,7 @@ static int dirty_get(store_disk_t *d, uint64_t idx, int whole,
   else if (!whole)
     memset(c->data, 0, d->cs);
   c->idx = idx;
+  c->spilling = c->detached = 0;
   size_t b = dirty_bucket(d, idx);
   c->next = d->buckets[b];
   d->buckets[b] = c;
@@ -491,8 +655,16 @@ static int disk_update(store_disk_t *d, const void *buf, size_t count,
     offset += n;
     count -= n;
   }
-  if ((uint64_t)d->ndirty * d->cs > d->dirty_limit)
-    r = dirty_spill(d, err);
+  if ((uint64_t)d->ndirty * d->cs > d->dirty_limit) {
+    /* Over the bound: let a running batch finish, then spill the rest
+     * here if still needed. */
+    dirty_wait_bg(d);
+    if ((uint64_t)d->ndirty * d->cs > d->dirty_limit)
+      r = dirty_spill(d, err);
+  } else if (d->bg_running && !d->bg_busy && !d->bg_failed &&
+             (uint64_t)d->ndirty * d->cs >= d->bg_threshold) {
+    pthread_cond_broadcast(&d->cond);
+  }
 out:
   pthread_mutex_unlock(&d->lock);
   return r;
@@ -558,6 +730,7 @@ int store_disk_flush(store_disk_t *d, char **err)
   store_id_t root;
   int r = 0;
   pthread_mutex_lock(&d->lock);
+  d->bg_failed = 0;     /* the background may try again after a flush */
   if (d->readonly || !d->changed)
     goto out;
   if ((r = dirty_spill(d, err)) < 0 ||

@@ -654,12 +654,12 @@ static void test_default_store_reopen(void **state)
   free(err);
 }
 
-/* Spills interleaved with I/O: with a dirty limit of 4 chunks, partial and
- * whole-chunk writes, partial and whole-chunk zeroes and reads go on while
- * chunks are spilled over and over (and re-dirtied from their spilled
- * objects).  Every read must match the model, and so must the disk after
- * flushes at random points and a reopen. */
-static void test_spill_model(void **state)
+/* The background spiller: with a dirty limit of 4 chunks it writes batches
+ * while writes, zeroes and reads go on, so writes land on chunks that are
+ * being spilled (copy-on-write) and whole-chunk zeroes drop them (detach).
+ * Every read must match the model, and so must the disk after flushes at
+ * random points and a reopen. */
+static void test_background_spill_model(void **state)
 {
   struct fixture *f = *state;
   const size_t nchunks = 12, size = nchunks * CS;
@@ -711,7 +711,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_random_io_model, setup_small, teardown),
     cmocka_unit_test_setup_teardown(test_page_boundaries, setup_small, teardown),
-    cmocka_unit_test_setup_teardown(test_spill_model, setup_small,
+    cmocka_unit_test_setup_teardown(test_background_spill_model, setup_small,
                                     teardown),
     cmocka_unit_test_setup_teardown(test_import_readback, setup_small, teardown),
     cmocka_unit_test_setup_teardown(test_zero_elision, setup_small, teardown),
