@@ -191,7 +191,8 @@ while [ $i -lt $((ROUNDS * 3)) ]; do
     i=$((i + 1))
     $STORE_CLI gc --grace 0 >/dev/null 2>&1 &
     GC_PID=$!
-    sleep "$(rnd 0 0.5)"
+    # a GC of this store takes tens of ms (pack index, no file per object)
+    sleep "$(rnd 0 0.08)"
     if kill -KILL "$GC_PID" 2>/dev/null; then KILLED_GC=$((KILLED_GC + 1)); fi
     wait "$GC_PID" 2>/dev/null || true
     check_verify "gc kill $i"
