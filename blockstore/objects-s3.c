@@ -837,13 +837,34 @@ static void marker_tick(struct s3_be *be, int final)
 }
 
 
-/* Upload every object in the journal, then move it to the cache.  Caller
- * holds drain_lock. */
+static int id_cmp(const void *a, const void *b)
+{
+  return memcmp(a, b, sizeof(store_id_t));
+}
+
+static int id_uploaded(const store_id_t *id, void *ud)
+{
+  const struct idlist *u = ud;
+  return u->n && bsearch(id, u->v, u->n, sizeof *id, id_cmp) != NULL;
+}
+
+static int64_t real_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Upload every object in the journal, then move it to the cache and drop
+ * it from the journal -- unless a writer stored it again since the listing
+ * (its journal time is then newer than t0 and it goes with the next drain,
+ * which refreshes its LastModified for GC).  Caller holds drain_lock. */
 static int journal_drain(struct s3_be *be, char **err)
 {
-  struct idlist l = {0};
+  struct idlist l = {0}, up = {0};
   store_sweep_counts_t c;
   memset(&c, 0, sizeof c);
+  int64_t t0 = real_ns();
   int r = store_backend_local.sweep(be->journal, INT64_MIN, collect_id, &l,
                                     &c, err);
   if (r < 0)
@@ -892,6 +913,7 @@ static int journal_drain(struct s3_be *be, char **err)
       if (q[j].result == 0 && r == 0) {
         store_id_t id;
         store_hash(bufs[j], q[j].body_len, &id);
+        collect_id(&id, &up);
         atomic_fetch_add(&be->puts, 1);
         atomic_fetch_add(&be->put_bytes, q[j].body_len);
         /* Uploaded: the journal copy becomes a clean cached chunk. */
@@ -901,9 +923,10 @@ static int journal_drain(struct s3_be *be, char **err)
           pthread_mutex_lock(&be->lock);
           be->cache_used += q[j].body_len;
           pthread_mutex_unlock(&be->lock);
-        } else if (jp) {
+        } else {      /* in a pack (or the rename failed): copy */
           cache_put(be, &id, bufs[j], q[j].body_len);
-          unlink(jp);
+          if (jp)
+            unlink(jp);
         }
         free(jp);
         free(cp);
@@ -914,6 +937,26 @@ static int journal_drain(struct s3_be *be, char **err)
     }
   }
   free(l.v);
+  if (up.n) {
+    /* Uploaded: forget them in the journal (pack-backed journals keep
+     * objects until swept; this also compacts its packs). */
+    store_sweep_counts_t c2;
+    memset(&c2, 0, sizeof c2);
+    char *serr = NULL;
+    qsort(up.v, up.n, sizeof *up.v, id_cmp);
+    int s2 = store_backend_local.sweep(be->journal, t0, id_uploaded, &up, &c2,
+                                       &serr);
+    if (s2 < 0 && r == 0) {
+      r = s2;
+      if (err && !*err)
+        *err = serr;
+      else
+        free(serr);
+    } else {
+      free(serr);
+    }
+  }
+  free(up.v);
   pthread_mutex_lock(&be->lock);
   int over = be->cache_used > be->conf.cache_bytes;
   pthread_mutex_unlock(&be->lock);
@@ -926,11 +969,25 @@ static int journal_drain(struct s3_be *be, char **err)
   return r;
 }
 
+/* A writer that lost its lease can never commit: it uploads nothing more. */
+static int fenced_check(struct s3_be *be, char **err)
+{
+  pthread_mutex_lock(&be->lock);
+  int fenced = be->have_lease && be->fenced;
+  pthread_mutex_unlock(&be->lock);
+  if (fenced)
+    return store_err(err, ESTALE, "%s: this host lost its lease on it "
+                     "(fenced): not uploading", be->lease_ref);
+  return 0;
+}
+
 static int s3be_sync(void *p, char **err)
 {
   struct s3_be *be = p;
   int r = store_backend_local.sync(be->journal, err);
   if (r < 0 || be->conf.durability != STORE_DURABILITY_REMOTE)
+    return r;
+  if ((r = fenced_check(be, err)) < 0)
     return r;
   pthread_mutex_lock(&be->drain_lock);
   r = journal_drain(be, err);
@@ -1199,8 +1256,11 @@ static int s3be_publish(void *p, char **err)
 {
   struct s3_be *be = p;
   store_t *s = be->store;
+  int r = fenced_check(be, err);
+  if (r < 0)
+    return r;
   pthread_mutex_lock(&be->drain_lock);
-  int r = journal_drain(be, err);
+  r = journal_drain(be, err);
   struct pubrow *rows = NULL;
   size_t n = 0, cap = 0;
   if (r == 0) {

@@ -41,7 +41,6 @@ bucket_gen() { ls3 get "$P/refs/disk/$1" | python3 -c 'import json,sys; print(js
 nobj() { ls3 ls "$P/objects/" | wc -l; }
 L3="'$LANES_S3' --endpoint '$S3_EP' --bucket '$S3_BUCKET' --credentials-file '$S3_CRED'"   # for sh -c
 jnum() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
-journal_n() { find "$T/a/journal/objects" -type f ! -name '.gc-lock' 2>/dev/null | wc -l; }
 
 log "host A (through the fault proxy) and host B (direct) share one prefix"
 head -c 2097152 /dev/urandom >"$T/img.raw"
@@ -60,7 +59,7 @@ qio "$T/a.sock" -c "read 0 4k" || fail "A did not open: $(tail -5 "$T/nbdkit.log
 proxy_set '{"mode": "503", "methods": ["PUT"], "paths": ["/refs/"]}'
 n_before=$(nobj)
 qio "$T/a.sock" -c "write -P 0x77 4M 1M" -c flush || fail "write+flush on A: $(tail -3 "$T/qio.log") $(tail -5 "$T/nbdkit.log")"
-wait_for 60 sh -c "[ \$(find '$T/a/journal/objects' -type f ! -name .gc-lock | wc -l) = 0 ]" ||
+wait_for 60 sh -c "[ \$(python3 '$LANES_ROOT/tests/integration/store_objects.py' count '$T/a/journal') = 0 ]" ||
     fail "A's uploader did not upload its journal: $(tail -5 "$T/nbdkit.log")"
 n_up=$(nobj)
 [ "$n_up" -gt "$n_before" ] || fail "no new objects in the bucket ($n_before -> $n_up)"

@@ -58,10 +58,11 @@ serve "$T/l" d1 "$T/l.sock"
 qio "$T/l.sock" -c "write -P 0xc3 16M 2M" -c flush || fail "write+flush"
 kill -9 $NBD_PID
 wait $NBD_PID 2>/dev/null || true
-log "journal after kill -9: $(find "$T/l/journal/objects" -type f ! -name '.gc-lock' | wc -l) objects"
+jcount() { python3 "$LANES_ROOT/tests/integration/store_objects.py" count "$1/journal"; }
+log "journal after kill -9: $(jcount "$T/l") objects"
 serve "$T/l" d1 "$T/l.sock"   # reopen: replays (uploads) the journal
-wait_for 30 sh -c "[ \$(find '$T/l/journal/objects' -type f ! -name .gc-lock | wc -l) = 0 ]" ||
-    fail "journal not drained after restart: $(find "$T/l/journal/objects" -type f ! -name .gc-lock | head -5) -- nbdkit: $(tail -8 "$T/nbdkit.log")"
+wait_for 30 sh -c "[ \$(python3 '$LANES_ROOT/tests/integration/store_objects.py' count '$T/l/journal') = 0 ]" ||
+    fail "journal not drained after restart: $(jcount "$T/l") objects left -- nbdkit: $(tail -8 "$T/nbdkit.log")"
 kill_wait $NBD_PID
 g1=$(bucket_gen loc d1)
 [ "$g1" -gt "$g0" ] || fail "flushed commit never reached the bucket ($g0 -> $g1)"

@@ -8,6 +8,10 @@
  *     claimed, the store answers 412, FLUSH fails with -ESTALE, the local
  *     commit is rolled back, and later FLUSHes fail without touching the
  *     network
+ *   - pending-upload marker: the first upload is preceded by a PUT of
+ *     P/pending/... naming the writer's lease and generation; a fenced
+ *     writer uploads nothing more; once nothing is left unpublished (the
+ *     failed commit rolled back, the journal drained) close DELETEs it
  *   - lease checks: a live lease of another host is -EBUSY naming it; on a
  *     store that does not enforce conditional writes another host's lane is
  *     -EPERM with the way out named, and allowed once the operator set
@@ -157,6 +161,7 @@ static void test_fenced_writer_cannot_commit(void **state)
 
   /* Meanwhile another host took the lease over and claimed the ref: our
    * objects upload fine, the ref PUT meets 412, the HEAD names the fence. */
+  replay_push(f->rp, "put-ok");   /* pending-upload marker */
   replay_push(f->rp, "put-ok");
   replay_push(f->rp, "put-ok-2");
   replay_push(f->rp, "precondition-412");
@@ -168,8 +173,13 @@ static void test_fenced_writer_cannot_commit(void **state)
   free(err);
   err = NULL;
   size_t n1 = replay_nrequests(f->rp);
-  assert_int_equal(n1 - n0, 4);
-  const char *commit = replay_request(f->rp, n0 + 2);
+  assert_int_equal(n1 - n0, 5);
+  const char *marker = replay_request(f->rp, n0);
+  assert_non_null(strstr(marker, "PUT /bkt/p/pending/"));
+  assert_non_null(strstr(marker, "\"lease\":\"disk/d1\""));
+  assert_non_null(strstr(marker, "\"lease_generation\":1"));
+  assert_non_null(strstr(marker, "\"holder\":\"host-a\""));
+  const char *commit = replay_request(f->rp, n0 + 3);
   assert_non_null(strstr(commit, "PUT /bkt/p/refs/disk/d1 "));
   assert_string_equal(hdr(commit, "If-Match"), "\"ref-d1-e2\"");
   assert_int_equal(replay_pending(f->rp), 0);
@@ -188,7 +198,14 @@ static void test_fenced_writer_cannot_commit(void **state)
   store_disk_close(d);
   assert_int_equal(store_lease_release(s, NULL), 0);  /* fenced: no write */
   assert_int_equal(replay_nrequests(f->rp), n1);
+  /* Nothing unpublished is left (the failed commit was rolled back, the
+   * journal was drained): close drops the marker. */
+  replay_push(f->rp, "delete-204");
   store_close(s);
+  assert_int_equal(replay_nrequests(f->rp), n1 + 1);
+  const char *del = replay_request(f->rp, n1);
+  assert_non_null(strstr(del, "DELETE /bkt/p/pending/"));
+  assert_int_equal(replay_pending(f->rp), 0);
 }
 
 static void push_lease(struct fx *f, const char *holder, int released,
