@@ -141,6 +141,22 @@ grep -q 'tproxy ip to 127.0.0.1:15001' "$T/nft" && grep -q 'hook forward priorit
     fail "lane ruleset: $(cat "$T/nft")"
 [ "$(nsenter -t "$hpid" -n cat /proc/sys/net/ipv6/conf/all/disable_ipv6)" = 1 ] || fail "IPv6 on in the lane netns"
 
+# the holder obeys only its own uid: root (unmapped in its user namespace)
+# can open the socket file, but its "quit" is ignored
+python3 - "$ldir/netns.sock" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect(sys.argv[1])
+s.settimeout(5)
+try:
+    s.send(b"Q")
+    s.recv(256)
+except OSError:  # reset or broken pipe: the holder hung up on us
+    pass
+PY
+sleep 0.5
+kill -0 "$hpid" 2>/dev/null && [ -S "$ldir/netns.sock" ] || fail "the holder obeyed another uid"
+
 gwget() { lc exec web -- curl -sS --max-time 10 "$@"; }
 log "allowed host works"
 gwget http://api.lanes.test/ready >"$T/out" || fail "allowed HTTP request failed"
