@@ -544,9 +544,9 @@ static void on_netmed_restart(uv_timer_t *t)
     lane_rt_t *l = t->data;
     if (lane_gone(l) || l->netmed.pid > 0 || l->state != LANE_RUNNING)
         return;
-    char msg[512];
+    char msg[512] = "cannot write secrets.json";
     if (net_write_secrets_file(l) < 0 || net_spawn_netmed(l, msg, sizeof(msg)) < 0) {
-        util_log("lane %s: netmed restart failed; retrying", l->name);
+        util_log("lane %s: netmed restart failed (%s); retrying", l->name, msg);
         uv_timer_start(&l->net_timer, on_netmed_restart, 2000, 0);
         return;
     }

@@ -213,6 +213,21 @@ log "stop removes the holder (and with it the lane netns)"
 lc stop web >/dev/null
 wait_for 10 sh -c "! kill -0 $hpid 2>/dev/null" || fail "netns holder left after stop"
 [ -e "$ldir/netns.sock" ] && fail "holder socket left after stop"
+
+log "holder and netmed killed: the lane stays offline (no new lane sockets), and still stops"
+lc boot web >/dev/null || fail "reboot failed: $(lc inspect web)"
+gwget http://api.lanes.test/ready >/dev/null || fail "no network after reboot"
+hpid=$(pgrep -f -- "netmed netns-holder .*--socket $ldir/netns.sock" | head -n1)
+npid=$(pgrep -f -- "netmed --lane-fds [0-9]*,[0-9]* --policy $ldir/" | head -n1)
+[ -n "$hpid" ] && [ -n "$npid" ] || fail "no holder/netmed after reboot"
+kill -KILL "$hpid"
+kill -KILL "$npid"
+wait_for 15 grep -q "netmed restart failed (lane network holder" "$LANES_STATE/lanesd.log" ||
+    fail "no restart failure logged: $(tail -5 "$LANES_STATE/lanesd.log")"
+if gwget http://api.lanes.test/ready >/dev/null 2>&1; then fail "network without netmed or holder"; fi
+[ "$(lane_state web)" = running ] || fail "lane state without holder: $(lane_state web)"
+lc stop web >/dev/null || fail "stop without holder"
+[ -e "$ldir/netns.sock" ] && fail "stale holder socket left after stop"
 unprivileged "$LANESD_PID" lanesd
 
 log "no user namespaces: a networked lane fails clearly, --network none still boots"
