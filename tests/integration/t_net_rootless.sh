@@ -101,7 +101,8 @@ grep -E '^ *OK +netns .*user namespaces allowed' "$T/doctor" >/dev/null || fail 
 lanes_image debian
 cat >"$T/policy.json" <<'JSON'
 {"dns": {"mode": "synthetic"},
- "allow": [{"host": "api.lanes.test", "ports": [80]}]}
+ "allow": [{"host": "api.lanes.test", "ports": [80]},
+           {"host": "api.lanes.test", "ports": [443], "intercept": true}]}
 JSON
 chmod 644 "$T/policy.json"
 lc create web --image debian --disk 2 --policy "$T/policy.json" >/dev/null
@@ -161,6 +162,15 @@ gwget() { lc exec web -- curl -sS --max-time 10 "$@"; }
 log "allowed host works"
 gwget http://api.lanes.test/ready >"$T/out" || fail "allowed HTTP request failed"
 grep -q '"path": "/ready"' "$T/out" || fail "unexpected body: $(cat "$T/out")"
+log "intercepted HTTPS with the lane CA, and a secret only its host sees"
+printf 'real-token-rootless\n' | lc secret set web API_TOKEN --hosts api.lanes.test >/dev/null || fail "secret set"
+: >"$T/web/requests.log"
+lc exec web -- sh -c 'curl -sS --max-time 10 -H "Authorization: Bearer $API_TOKEN" https://api.lanes.test/echo' >"$T/out" ||
+    fail "intercepted HTTPS request failed"
+grep -q 'Bearer real-token-rootless' "$T/web/requests.log" || fail "upstream did not get the real value"
+grep -q 'real-token-rootless' "$T/out" && fail "the real value reached the guest"
+[ "$(stat -c %u "$ldir/ca/ca.key")" = "$RL_UID" ] || fail "lane CA key not owned by the lanesd user"
+
 log "denied host, private and metadata addresses fail"
 lc exec web -- getent hosts other.lanes.test >/dev/null 2>&1 && fail "a name outside the policy resolved"
 if gwget http://203.0.113.11/ >/dev/null 2>&1; then fail "direct IP outside the policy reachable"; fi
