@@ -32,6 +32,8 @@ export interface RequestOptions {
   body?: Buffer | string | Readable | object;
   headers?: Record<string, string>;
   query?: Record<string, string | number | boolean | undefined>;
+  /** Abort the request (and any stream it carries). */
+  signal?: AbortSignal;
 }
 
 export function defaultSocketPath(env: NodeJS.ProcessEnv = process.env): string {
@@ -109,8 +111,10 @@ export class LanesClient {
       body = JSON.stringify(body);
       headers["content-type"] ??= "application/json";
     }
+    const o = this.options(method, LanesClient.path(p, opts.query), headers);
+    if (opts.signal) o.signal = opts.signal;
     return new Promise((resolve, reject) => {
-      const req = http.request(this.options(method, LanesClient.path(p, opts.query), headers), resolve);
+      const req = http.request(o, resolve);
       req.on("error", reject);
       if (isReadable(body)) {
         body.on("error", (e) => req.destroy(e));
@@ -136,9 +140,23 @@ export class LanesClient {
     return { body: await readAll(res), res };
   }
 
-  /** NDJSON stream: yields one parsed object per line as lines arrive. */
-  async *ndjson<T = unknown>(method: string, p: string, opts: RequestOptions = {}): AsyncGenerator<T> {
+  /** The 2xx response itself, a Readable of the body (else throws LanesError). */
+  async stream(method: string, p: string, opts: RequestOptions = {}): Promise<http.IncomingMessage> {
     const res = await this.request(method, p, opts);
+    if ((res.statusCode ?? 0) >= 300) throw await errorFrom(res);
+    return res;
+  }
+
+  /** NDJSON stream: yields one parsed object per line as lines arrive. With
+   * opts.signal, an abort ends the iteration quietly (no error). */
+  async *ndjson<T = unknown>(method: string, p: string, opts: RequestOptions = {}): AsyncGenerator<T> {
+    let res: http.IncomingMessage;
+    try {
+      res = await this.request(method, p, opts);
+    } catch (e) {
+      if (opts.signal?.aborted) return;
+      throw e;
+    }
     if ((res.statusCode ?? 0) >= 300) throw await errorFrom(res);
     let buf = "";
     try {
@@ -152,6 +170,8 @@ export class LanesClient {
         }
       }
       if (buf.trim()) yield JSON.parse(buf) as T;
+    } catch (e) {
+      if (!opts.signal?.aborted) throw e;
     } finally {
       res.destroy();
     }

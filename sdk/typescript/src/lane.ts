@@ -1,8 +1,10 @@
 // lane.ts — the Lane object: lifecycle, exec (buffered and streaming),
-// files and interactive shells, over LanesClient.
+// files and archives, interactive shells, snapshots and forks, network
+// policy/secrets/audit/approvals and logs, over LanesClient.
 import type { Readable } from "node:stream";
 
 import { LanesClient, LanesError } from "./client.js";
+import { camelKeys, textChunks } from "./convert.js";
 import { OP_BINARY, OP_TEXT, WsConnection } from "./websocket.js";
 
 export type LaneState = "created" | "booting" | "running" | "stopping" | "stopped" | "failed";
@@ -35,6 +37,12 @@ export interface CreateOptions {
   ttlS?: number;
   /** Stop the lane after this many idle seconds (0 = never). */
   idleTimeoutS?: number;
+  /** "mediated" (default: a NIC filtered by netmed) or "none" (no NIC). */
+  network?: "mediated" | "none";
+  /** Initial network policy (default denies everything). */
+  policy?: NetworkPolicy;
+  /** Block store for the disk: "local" (default) or an added S3 store. */
+  store?: string;
   /** Boot right away (and wait until it runs). */
   boot?: boolean;
   client?: LanesClient;
@@ -89,6 +97,139 @@ export interface ShellOptions {
   /** Detach the session's current client instead of failing with 409 session_busy. */
   takeover?: boolean;
 }
+
+/** GET /v1/lanes/{name}/files/stat (and each entry of files/list). */
+export interface FileStat {
+  name: string;
+  path: string;
+  type: "file" | "dir" | "symlink" | "char" | "block" | "fifo" | "socket" | "unknown";
+  /** Permission bits (e.g. 0o644). */
+  mode: number;
+  size: number;
+  /** Unix seconds. */
+  mtime: number;
+  uid: number;
+  gid: number;
+}
+
+function statFrom(x: Record<string, unknown>): FileStat {
+  return { ...(x as unknown as FileStat), mode: parseInt(String(x.mode ?? "0"), 8) };
+}
+
+/** A snapshot of a lane's disk (GET /v1/lanes/{name}/snapshots). */
+export interface SnapshotInfo {
+  name: string;
+  lane: string;
+  /** Unix seconds. */
+  createdAt: number;
+  /** Own snapshot NAME, LANE@NAME of another lane, or image:NAME. */
+  parent: string | null;
+  sizeBytes: number;
+  /** Bytes only this snapshot references (freed by deleting it). */
+  uniqueBytes?: number;
+  logicalBytes?: number;
+}
+
+/** What lane.snapshot() answers: the snapshot plus how long each step took. */
+export interface SnapshotResult extends SnapshotInfo {
+  timings: { freezeMs: number; flushMs: number; commitMs: number; thawMs: number };
+  /** The lane was running (its filesystem was frozen meanwhile). */
+  running: boolean;
+  diskGenerationBefore: number;
+  diskGeneration: number;
+}
+
+/** A network policy (docs/policy.md, api/policy.schema.json); its field
+ * names are the policy format's own. */
+export interface PolicyRule {
+  host?: string;
+  cidr?: string;
+  ports?: (number | string)[];
+  transport?: "tcp";
+  intercept?: boolean;
+  allowPrivate?: boolean;
+  action?: "allow" | "ask" | "deny";
+  comment?: string;
+  [field: string]: unknown;
+}
+
+export interface NetworkPolicy {
+  mode?: "allowlist" | "open";
+  blockPrivateRanges?: boolean;
+  dns?: { mode?: "synthetic" | "trusted" | "open"; servers?: string[] };
+  onUnmatched?: "deny" | "ask";
+  approvalTimeoutSeconds?: number;
+  allow?: PolicyRule[];
+  [field: string]: unknown;
+}
+
+/** A lane secret: never its value, which is write-only. */
+export interface SecretInfo {
+  name: string;
+  hosts: string[];
+  /** What the guest sees as $NAME. */
+  placeholder: string;
+  updatedAt?: string;
+}
+
+export interface AuditFilters {
+  /** conn, dns, http, approval, policy, start, stop, ... */
+  kind?: string;
+  decision?: string;
+  /** Host pattern; "*" matches any run of characters. */
+  host?: string;
+  /** Unix ms, inclusive. */
+  since?: number;
+  /** Unix ms, exclusive. */
+  until?: number;
+  /** Only entries with a larger id (paging). */
+  after?: number;
+  limit?: number;
+}
+
+/** One netmed audit record as netmed wrote it (its own field names), with
+ * lanesd's row id and `kind` (= the record's `ev`). */
+export interface AuditEntry {
+  id: number;
+  kind: string;
+  ev: string;
+  decision?: string;
+  host?: string;
+  [field: string]: unknown;
+}
+
+function auditQuery(f: AuditFilters): Record<string, string | number | undefined> {
+  return { kind: f.kind, decision: f.decision, host: f.host, since: f.since, until: f.until, after: f.after, limit: f.limit };
+}
+
+function auditFrom(x: Record<string, unknown>): AuditEntry {
+  return { ...x, kind: String(x.ev ?? ""), ev: String(x.ev ?? ""), id: Number(x.id) };
+}
+
+/** A connection netmed holds for a human decision (GET .../approvals). */
+export interface Approval {
+  id: string;
+  host: string | null;
+  addr: string;
+  port: number;
+  src?: string;
+  rule: number;
+  intercept?: boolean;
+  allowPrivate?: boolean;
+  createdMs?: number;
+  timeoutS: number;
+}
+
+export interface ApprovalDecision {
+  id: string;
+  decision: "allow" | "deny";
+  remember: boolean;
+  approval?: Approval;
+  /** The rule added to the policy (remember only). */
+  rule?: PolicyRule | null;
+}
+
+export type LogSource = "console" | "qemu" | "nbdkit" | "netmed";
 
 export interface ExecChunk {
   stream: "stdout" | "stderr";
@@ -334,6 +475,9 @@ export class Lane {
     if (opts.diskGib !== undefined) body.disk_gib = opts.diskGib;
     if (opts.ttlS !== undefined) body.ttl_s = opts.ttlS;
     if (opts.idleTimeoutS !== undefined) body.idle_timeout_s = opts.idleTimeoutS;
+    if (opts.network) body.network = opts.network;
+    if (opts.policy) body.policy = opts.policy;
+    if (opts.store) body.store = opts.store;
     const info = await client.json<LaneInfo>("POST", "/v1/lanes", { body });
     const lane = new Lane(client, info.name, info);
     if (opts.boot) await lane.boot();
@@ -443,6 +587,37 @@ export class Lane {
       const { body, res } = await this.client.bytes("GET", `${this.path}/files`, { query: { path: p } });
       return { data: body, mode: parseInt(String(res.headers["x-lane-file-mode"] ?? "0"), 8) };
     },
+    /** Read a file as a stream (any size; nothing is buffered). */
+    getStream: async (p: string, opts: { signal?: AbortSignal } = {}): Promise<Readable> => {
+      return this.client.stream("GET", `${this.path}/files`, { query: { path: p }, signal: opts.signal });
+    },
+    /** Type, mode, size, mtime and owner of a path (a final symlink is not followed). */
+    stat: async (p: string): Promise<FileStat> => {
+      return statFrom(await this.client.json<Record<string, unknown>>("GET", `${this.path}/files/stat`, { query: { path: p } }));
+    },
+    /** A directory's entries (not recursive), sorted by name. */
+    list: async (dir: string): Promise<FileStat[]> => {
+      const r = await this.client.json<{ entries: Record<string, unknown>[] }>("GET", `${this.path}/files/list`, { query: { path: dir } });
+      return r.entries.map(statFrom);
+    },
+    /** Extract a tar archive (bytes or a stream) under dir, created if missing. */
+    putArchive: async (dir: string, tar: Buffer | Readable): Promise<void> => {
+      await this.client.json("PUT", `${this.path}/archive`, {
+        query: { path: dir },
+        body: tar,
+        headers: { "content-type": "application/x-tar" },
+      });
+    },
+    /** A directory's contents as a tar archive, in memory. */
+    getArchive: async (dir: string): Promise<Buffer> => {
+      const { body } = await this.client.bytes("GET", `${this.path}/archive`, { query: { path: dir } });
+      return body;
+    },
+    /** A directory's contents as a tar stream (a failure after the first
+     * byte can only end it early: tar then sees a truncated archive). */
+    getArchiveStream: async (dir: string, opts: { signal?: AbortSignal } = {}): Promise<Readable> => {
+      return this.client.stream("GET", `${this.path}/archive`, { query: { path: dir }, signal: opts.signal });
+    },
   };
 
   /** An interactive PTY shell (default /bin/sh -l). With `session`, attach
@@ -481,5 +656,138 @@ export class Lane {
   /** Kill a named session (its shell's process group gets SIGKILL). */
   async killSession(name: string): Promise<void> {
     await this.client.json("DELETE", `${this.path}/sessions/${encodeURIComponent(name)}`);
+  }
+
+  // ---- snapshots and forks ----------------------------------------------------------------
+
+  /** O(1) snapshot of the disk (a running lane's filesystem is frozen meanwhile). */
+  async snapshot(name: string): Promise<SnapshotResult> {
+    const r = await this.client.json<Record<string, unknown>>("POST", `${this.path}/snapshots`, { body: { name } });
+    const out = camelKeys<SnapshotResult>(r);
+    out.timings = camelKeys(r.timings);
+    return out;
+  }
+
+  async snapshots(): Promise<SnapshotInfo[]> {
+    const r = await this.client.json<{ snapshots: unknown[] }>("GET", `${this.path}/snapshots`);
+    return r.snapshots.map((x) => camelKeys<SnapshotInfo>(x));
+  }
+
+  async removeSnapshot(name: string): Promise<void> {
+    await this.client.json("DELETE", `${this.path}/snapshots/${encodeURIComponent(name)}`);
+  }
+
+  /** Point the disk at a snapshot. The lane must be stopped (LanesError 409
+   * lane_running) unless reboot: then it is stopped, restored and booted. */
+  async restore(snapshot: string, opts: { reboot?: boolean } = {}): Promise<LaneInfo> {
+    this.info_ = await this.client.json<LaneInfo>("POST", `${this.path}/snapshots/${encodeURIComponent(snapshot)}/restore`, {
+      body: { reboot: !!opts.reboot },
+    });
+    return this.info_;
+  }
+
+  /** A new lane (created, not booted) sharing every chunk of this lane's
+   * snapshot `snapshot`, or of its current state (lanesd first takes a
+   * snapshot named fork-NEWNAME). */
+  async fork(newName: string, opts: { snapshot?: string; boot?: boolean } = {}): Promise<Lane> {
+    const body: Record<string, unknown> = { name: newName };
+    if (opts.snapshot !== undefined) body.snapshot = opts.snapshot;
+    const info = await this.client.json<LaneInfo>("POST", `${this.path}/fork`, { body });
+    const lane = new Lane(this.client, info.name, info);
+    if (opts.boot) await lane.boot();
+    return lane;
+  }
+
+  /** Lane.fork("src", "new", { snapshot }) without fetching "src" first. */
+  static async fork(source: string, newName: string, opts: { snapshot?: string; boot?: boolean; client?: LanesClient } = {}): Promise<Lane> {
+    return new Lane(opts.client ?? new LanesClient(), source, null).fork(newName, opts);
+  }
+
+  // ---- network: policy, secrets, audit, approvals ------------------------------------------
+
+  async policy(): Promise<NetworkPolicy> {
+    return this.client.json<NetworkPolicy>("GET", `${this.path}/policy`);
+  }
+
+  /** Validate and store; a running lane applies it live (LanesError 400
+   * invalid_policy says what is wrong). Answers the stored policy. */
+  async setPolicy(policy: NetworkPolicy): Promise<NetworkPolicy> {
+    return this.client.json<NetworkPolicy>("PUT", `${this.path}/policy`, { body: policy });
+  }
+
+  /** Set or replace a secret: the guest sees only the returned placeholder
+   * as $NAME; netmed puts the value into requests to `hosts` (intercepted TLS). */
+  async setSecret(name: string, value: string, opts: { hosts: string[] }): Promise<SecretInfo> {
+    const r = await this.client.json("PUT", `${this.path}/secrets/${encodeURIComponent(name)}`, { body: { value, hosts: opts.hosts } });
+    return camelKeys<SecretInfo>(r);
+  }
+
+  /** Names, hosts and placeholders (values are never returned). */
+  async secrets(): Promise<SecretInfo[]> {
+    const r = await this.client.json<{ secrets: unknown[] }>("GET", `${this.path}/secrets`);
+    return r.secrets.map((x) => camelKeys<SecretInfo>(x));
+  }
+
+  async removeSecret(name: string): Promise<void> {
+    await this.client.json("DELETE", `${this.path}/secrets/${encodeURIComponent(name)}`);
+  }
+
+  /** netmed's decisions for this lane, oldest first (default limit 1000; page with after). */
+  async audit(filters: AuditFilters = {}): Promise<AuditEntry[]> {
+    const r = await this.client.json<{ entries: Record<string, unknown>[] }>("GET", `${this.path}/audit`, { query: auditQuery(filters) });
+    return r.entries.map(auditFrom);
+  }
+
+  /** The same entries as an NDJSON export, one at a time. */
+  async *auditStream(filters: AuditFilters & { signal?: AbortSignal } = {}): AsyncGenerator<AuditEntry> {
+    const q = { ...auditQuery(filters), format: "jsonl" };
+    for await (const x of this.client.ndjson<Record<string, unknown>>("GET", `${this.path}/audit`, { query: q, signal: filters.signal }))
+      yield auditFrom(x);
+  }
+
+  /** Connections held for a human decision (empty when the network is not running). */
+  async approvals(): Promise<Approval[]> {
+    const r = await this.client.json<{ approvals: unknown[] }>("GET", `${this.path}/approvals`);
+    return r.approvals.map((x) => camelKeys<Approval>(x));
+  }
+
+  private async decide(id: string, decision: "allow" | "deny", remember: boolean): Promise<ApprovalDecision> {
+    const r = await this.client.json<Record<string, unknown>>("POST", `${this.path}/approvals/${encodeURIComponent(id)}`, {
+      body: { decision, remember },
+    });
+    const out = camelKeys<ApprovalDecision>(r);
+    if (r.approval) out.approval = camelKeys<Approval>(r.approval);
+    return out;
+  }
+
+  /** Let a held connection through; remember: add an allow rule for its host and port. */
+  approve(id: string, opts: { remember?: boolean } = {}): Promise<ApprovalDecision> {
+    return this.decide(id, "allow", !!opts.remember);
+  }
+
+  /** Reset a held connection; remember: add a deny rule for its host and port. */
+  deny(id: string, opts: { remember?: boolean } = {}): Promise<ApprovalDecision> {
+    return this.decide(id, "deny", !!opts.remember);
+  }
+
+  // ---- logs --------------------------------------------------------------------------------
+
+  /** A log file's text: the serial console (default), qemu, nbdkit or netmed. */
+  async logs(opts: { source?: LogSource } = {}): Promise<string> {
+    const { body } = await this.client.bytes("GET", `${this.path}/logs`, { query: { source: opts.source } });
+    return body.toString("utf8");
+  }
+
+  /** The log's text so far, then new text as it is written, until the lane
+   * leaves booting/running/stopping, the signal aborts or the loop is left. */
+  async *followLogs(opts: { source?: LogSource; signal?: AbortSignal } = {}): AsyncGenerator<string> {
+    let res: Readable;
+    try {
+      res = await this.client.stream("GET", `${this.path}/logs`, { query: { source: opts.source, follow: "true" }, signal: opts.signal });
+    } catch (e) {
+      if (opts.signal?.aborted) return;
+      throw e;
+    }
+    yield* textChunks(res, opts.signal);
   }
 }
