@@ -1,6 +1,7 @@
 #!/bin/sh
 # make demo: build the debian image, boot a lane, run commands in it, copy a
-# file in and out, and show that its disk survives a stop/boot.
+# file in and out, show that its disk survives a stop/boot, snapshot the
+# running lane, break it, restore the snapshot and fork it into a second lane.
 #
 #   scripts/demo.sh [BUILD_DIR]
 #
@@ -18,13 +19,22 @@ lanesd_pid=""
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 run() {
-    printf '\033[2m$ lanectl %s\033[0m\n' "$*"
+    # Show the command as one could paste it: quote words with spaces etc.
+    shown=""
+    for a in "$@"; do
+        case $a in
+        *[!A-Za-z0-9@%+=:,./_-]*) shown="$shown '$a'" ;;
+        *) shown="$shown $a" ;;
+        esac
+    done
+    printf '\033[2m$ lanectl%s\033[0m\n' "$shown"
     "$lanectl" "$@"
 }
 
 cleanup() {
     rc=$?
     if [ "${DEMO_KEEP:-0}" != 1 ] && [ -n "$lanesd_pid" ]; then
+        "$lanectl" rm --force demo-fork >/dev/null 2>&1 || true
         "$lanectl" rm --force demo >/dev/null 2>&1 || true
         kill "$lanesd_pid" 2>/dev/null || true
         wait "$lanesd_pid" 2>/dev/null || true
@@ -52,6 +62,7 @@ else
         sleep 0.1
     done
 fi
+"$lanectl" rm --force demo-fork >/dev/null 2>&1 || true
 "$lanectl" rm --force demo >/dev/null 2>&1 || true
 
 say "building the debian image (bookworm + curl, python3, git; cached after the first run)"
@@ -95,6 +106,22 @@ run exec demo -- sh -c 'date -u > /root/written-before-stop && sync'
 run stop demo
 run boot demo
 run exec demo -- cat /root/written-before-stop
+
+say "snapshot the running lane (O(1): freeze, flush, commit, thaw), break it, restore it"
+run exec demo -- sh -c 'echo "precious work" > /root/work.txt && sync'
+run snapshot create demo before-mistake
+run exec demo -- sh -c 'rm -f /root/work.txt; ls /root'
+run snapshot restore demo before-mistake --reboot
+run exec demo -- cat /root/work.txt
+run snapshot ls demo
+
+say "fork the snapshot into a second lane: shared chunks, separate writes"
+run fork demo@before-mistake demo-fork
+run boot demo-fork
+run exec demo-fork -- sh -c 'echo "only in the fork" >> /root/work.txt; cat /root/work.txt'
+run exec demo -- cat /root/work.txt
+run store stats
+run rm --force demo-fork
 run ls
 
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
