@@ -68,6 +68,8 @@
 /* A pack is closed for appends at the first sync after it reaches this. */
 #define PACK_TARGET_BYTES (256ull * 1024 * 1024)
 #define PACK_FD_CACHE 32
+#define GC_DELETE_BATCH 512
+#define RESERVE_BYTES (4ull * 1024 * 1024)
 
 struct pent {                  /* pending (appended, not yet indexed) */
   store_id_t id;
@@ -520,6 +522,32 @@ static int packs_recover(struct local_be *be, uint64_t *truncated,
   return r;
 }
 
+/* ---- space reserve ----
+ * objects/.reserve holds RESERVE_BYTES of allocated space.  Deleting index
+ * rows needs room in SQLite's WAL; on a full filesystem GC gives the
+ * reserve up to make that room, and takes it back once it has freed
+ * space.  Best effort: without it GC on a full disk may fail. */
+
+static void reserve_take(struct local_be *be)
+{
+  struct stat st;
+  if (fstatat(be->objfd, ".reserve", &st, 0) == 0 &&
+      (uint64_t)st.st_blocks * 512 >= RESERVE_BYTES)
+    return;
+  int fd = openat(be->objfd, ".reserve", O_WRONLY | O_CREAT | O_CLOEXEC,
+                  0600);
+  if (fd == -1)
+    return;
+  if (fallocate(fd, 0, 0, RESERVE_BYTES) == -1)
+    (void)!ftruncate(fd, 0);   /* no room now: try again after a GC */
+  close(fd);
+}
+
+static void reserve_release(struct local_be *be)
+{
+  unlinkat(be->objfd, ".reserve", 0);
+}
+
 /* ---- open / close ---- */
 
 static void local_free(struct local_be *be)
@@ -596,6 +624,7 @@ static int local_open(const char *dir, void **out, char **err)
   if ((r = db_open(be, err)) < 0 || (r = packs_recover(be, NULL, NULL,
                                                        err)) < 0)
     goto fail;
+  reserve_take(be);
   *out = be;
   return 0;
 fail:
@@ -1336,6 +1365,60 @@ out:
   return r;
 }
 
+/* Delete the index rows of ids whose time is still < cutoff_ns, in one
+ * transaction, keeping the packs' live bytes; counts into c only once
+ * committed.  -ENOSPC if the filesystem is full. */
+static int idx_delete(struct local_be *be, const store_id_t *ids, size_t n,
+                      int64_t cutoff_ns, store_sweep_counts_t *c, char **err)
+{
+  sqlite3_stmt *q = NULL, *lv = NULL;
+  uint64_t removed = 0, bytes = 0;
+  int r;
+  pthread_mutex_lock(&be->dblock);
+  if ((r = db_exec(be, "BEGIN IMMEDIATE", err)) < 0)
+    goto out;
+  if (sqlite3_prepare_v2(be->db, "DELETE FROM objects WHERE id=?1 AND t<?2 "
+                         "RETURNING pack, len", -1, &q, NULL) != SQLITE_OK ||
+      sqlite3_prepare_v2(be->db, "UPDATE packs SET live=live-?2, "
+                         "records=records-1 WHERE id=?1", -1, &lv, NULL)
+      != SQLITE_OK)
+    r = db_fail(be, err, "prepare");
+  for (size_t i = 0; r == 0 && i < n; i++) {
+    sqlite3_bind_blob(q, 1, ids[i].b, STORE_ID_LEN, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, cutoff_ns);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+      int64_t pk = sqlite3_column_int64(q, 0);
+      int64_t len = sqlite3_column_int64(q, 1);
+      while ((rc = sqlite3_step(q)) == SQLITE_ROW)
+        ;
+      removed++;
+      bytes += (uint64_t)len;
+      sqlite3_bind_int64(lv, 1, pk);
+      sqlite3_bind_int64(lv, 2, len);
+      if (sqlite3_step(lv) != SQLITE_DONE)
+        r = db_fail(be, err, "account pack");
+      sqlite3_reset(lv);
+    }
+    if (r == 0 && rc != SQLITE_DONE)
+      r = db_fail(be, err, "delete object");
+    sqlite3_reset(q);
+  }
+  if (r == 0)
+    r = db_exec(be, "COMMIT", err);
+  if (r < 0)
+    sqlite3_exec(be->db, "ROLLBACK", NULL, NULL, NULL);
+out:
+  sqlite3_finalize(q);
+  sqlite3_finalize(lv);
+  pthread_mutex_unlock(&be->dblock);
+  if (r == 0) {
+    c->removed_objects += removed;
+    c->removed_bytes += bytes;
+  }
+  return r;
+}
+
 static int local_sweep(void *p, int64_t cutoff_ns,
                        int (*doomed)(const store_id_t *id, void *ud), void *ud,
                        store_sweep_counts_t *c, char **err)
@@ -1393,45 +1476,27 @@ static int local_sweep(void *p, int64_t cutoff_ns,
   }
   sqlite3_finalize(q);
   q = NULL;
-
-  /* 2. delete them, unless a writer refreshed them meanwhile */
-  sqlite3_stmt *lv = NULL;
-  if (r == 0 && gc && ndel && (r = db_exec(be, "BEGIN IMMEDIATE", err)) == 0) {
-    if (sqlite3_prepare_v2(be->db, "DELETE FROM objects WHERE id=?1 AND t<?2 "
-                           "RETURNING pack, len", -1, &q, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(be->db, "UPDATE packs SET live=live-?2, "
-                           "records=records-1 WHERE id=?1", -1, &lv, NULL)
-        != SQLITE_OK)
-      r = db_fail(be, err, "prepare");
-    for (size_t i = 0; r == 0 && i < ndel; i++) {
-      sqlite3_bind_blob(q, 1, del[i].b, STORE_ID_LEN, SQLITE_STATIC);
-      sqlite3_bind_int64(q, 2, cutoff_ns);
-      int rc = sqlite3_step(q);
-      if (rc == SQLITE_ROW) {
-        int64_t pk = sqlite3_column_int64(q, 0), len = sqlite3_column_int64(q,
-                                                                        1);
-        while ((rc = sqlite3_step(q)) == SQLITE_ROW)
-          ;
-        c->removed_objects++;
-        c->removed_bytes += (uint64_t)len;
-        sqlite3_bind_int64(lv, 1, pk);
-        sqlite3_bind_int64(lv, 2, len);
-        if (sqlite3_step(lv) != SQLITE_DONE)
-          r = db_fail(be, err, "account pack");
-        sqlite3_reset(lv);
-      }
-      if (r == 0 && rc != SQLITE_DONE)
-        r = db_fail(be, err, "delete object");
-      sqlite3_reset(q);
-    }
-    if (r == 0)
-      r = db_exec(be, "COMMIT", err);
-    if (r < 0)
-      sqlite3_exec(be->db, "ROLLBACK", NULL, NULL, NULL);
-  }
-  sqlite3_finalize(q);
-  sqlite3_finalize(lv);
   pthread_mutex_unlock(&be->dblock);
+
+  /* 2. delete them, unless a writer refreshed them meanwhile; in batches,
+   * so a full filesystem needs only a little room (the reserve) to let
+   * GC free space */
+  int released = 0;
+  for (size_t i = 0; r == 0 && gc && i < ndel; i += GC_DELETE_BATCH) {
+    size_t nb = ndel - i < GC_DELETE_BATCH ? ndel - i : GC_DELETE_BATCH;
+    char *e2 = NULL;
+    r = idx_delete(be, del + i, nb, cutoff_ns, c, &e2);
+    if (r == -ENOSPC && !released) {
+      released = 1;
+      reserve_release(be);
+      free(e2);
+      e2 = NULL;
+      r = idx_delete(be, del + i, nb, cutoff_ns, c, &e2);
+    }
+    if (r < 0)
+      store_err(err, -r, "%s", e2 ? e2 : strerror(-r));
+    free(e2);
+  }
   free(del);
   if (r < 0)
     return r;
@@ -1459,7 +1524,8 @@ static int local_sweep(void *p, int64_t cutoff_ns,
   cap = 0;
   pthread_mutex_lock(&be->dblock);
   if (sqlite3_prepare_v2(be->db, "SELECT id FROM packs WHERE live*2 < "
-                         "committed - 16", -1, &q, NULL) != SQLITE_OK) {
+                         "committed - 16 ORDER BY live", -1, &q, NULL)
+      != SQLITE_OK) {
     r = db_fail(be, err, "prepare");
   } else {
     while (sqlite3_step(q) == SQLITE_ROW) {
@@ -1478,10 +1544,21 @@ static int local_sweep(void *p, int64_t cutoff_ns,
   }
   sqlite3_finalize(q);
   pthread_mutex_unlock(&be->dblock);
+  /* Emptiest first: removing a dead pack needs no room; copying live
+   * records does, and a pack that cannot be copied for want of space is
+   * left for the next GC. */
   uint64_t freed = 0;
-  for (size_t i = 0; r == 0 && i < ncand; i++)
-    r = pack_compact(be, cand[i], &freed, err);
+  for (size_t i = 0; r == 0 && i < ncand; i++) {
+    char *e2 = NULL;
+    r = pack_compact(be, cand[i], &freed, &e2);
+    if (r == -ENOSPC)
+      r = 0;
+    else if (r < 0)
+      store_err(err, -r, "%s", e2 ? e2 : strerror(-r));
+    free(e2);
+  }
   free(cand);
+  reserve_take(be);
   return r;
 }
 
