@@ -186,7 +186,7 @@ static int listen_at(const char *path)
     snprintf(sa.sun_path, sizeof sa.sun_path, "%s", tmp);
     unlink(tmp);
     int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    mode_t old = umask(0077);
+    mode_t old = umask(0177); /* the socket is 0600 */
     int r = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&sa, sizeof sa);
     umask(old);
     if (r < 0 || listen(fd, 8) < 0 || rename(tmp, path) < 0) {

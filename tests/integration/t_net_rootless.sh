@@ -157,6 +157,7 @@ except OSError:  # reset or broken pipe: the holder hung up on us
 PY
 sleep 0.5
 kill -0 "$hpid" 2>/dev/null && [ -S "$ldir/netns.sock" ] || fail "the holder obeyed another uid"
+[ "$(stat -c %a "$ldir/netns.sock")" = 600 ] || fail "holder socket mode $(stat -c %a "$ldir/netns.sock")"
 
 gwget() { lc exec web -- curl -sS --max-time 10 "$@"; }
 log "allowed host works"
