@@ -168,6 +168,7 @@ export interface StoreStats {
   uniqueChunks: number;
   uniqueBytes: number;
   pages: number;
+  pageBytes?: number;
   objects: number;
   physicalBytes: number;
   garbageObjects: number;
