@@ -33,6 +33,7 @@ export type {
   SnapshotResult,
 } from "./lane.js";
 export {
+  addStore,
   buildImage,
   buildImageProgress,
   events,
@@ -40,12 +41,15 @@ export {
   importImage,
   listImages,
   listStores,
+  metrics,
   removeImage,
+  removeStore,
   storeGc,
   storeStats,
   storeVerify,
 } from "./system.js";
 export type {
+  AddStoreOptions,
   EventsOptions,
   ImageBuildOptions,
   ImageInfo,

@@ -319,6 +319,11 @@ export class ExecStream implements AsyncIterable<ExecChunk> {
   async signal(sig: string | number): Promise<void> {
     await this.lane.client.json("POST", `${this.lane.path}/execs/${encodeURIComponent(this.id)}/signal`, { body: { signal: sig } });
   }
+
+  /** Resize the command's terminal (execStream with tty only). */
+  async resize(rows: number, cols: number): Promise<void> {
+    await this.lane.client.json("POST", `${this.lane.path}/execs/${encodeURIComponent(this.id)}/resize`, { body: { rows, cols } });
+  }
 }
 
 /** An interactive PTY shell over WebSocket (GET /v1/lanes/{name}/shell).

@@ -154,6 +154,36 @@ export async function listStores(client: LanesClient = new LanesClient()): Promi
   return r.stores.map((s) => camelKeys<StoreInfo>(s));
 }
 
+export interface AddStoreOptions {
+  name: string;
+  /** http[s]://host[:port] */
+  endpoint: string;
+  bucket: string;
+  prefix?: string;
+  region?: string;
+  /** Absolute path of an AWS-style credentials file (mode 600) on lanesd's host. */
+  credentialsFile: string;
+  profile?: string;
+  /** When a guest FLUSH returns: "local" (journal fsynced) or "remote" (in the bucket). */
+  flush?: "local" | "remote";
+  allowUnenforcedLeases?: boolean;
+  vhost?: boolean;
+  client?: LanesClient;
+}
+
+/** Add an S3 store on this host (LanesError 502 store_error if the bucket cannot be reached). */
+export async function addStore(opts: AddStoreOptions): Promise<StoreInfo> {
+  const { client = new LanesClient(), ...rest } = opts;
+  const body: Record<string, unknown> = { type: "s3" };
+  for (const [k, v] of Object.entries(rest)) if (v !== undefined) body[k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)] = v;
+  return camelKeys<StoreInfo>(await client.json("POST", "/v1/stores", { body }));
+}
+
+/** Forget an S3 store on this host (the bucket is untouched). */
+export async function removeStore(name: string, client: LanesClient = new LanesClient()): Promise<void> {
+  await client.json("DELETE", `/v1/stores/${encodeURIComponent(name)}`);
+}
+
 export interface StoreOptions {
   /** An added S3 store's name; absent or "local" = the local store. */
   store?: string;
@@ -219,4 +249,9 @@ export async function storeVerify(opts: StoreOptions = {}): Promise<StoreVerifyR
 
 export async function health(client: LanesClient = new LanesClient()): Promise<{ status: "ok"; version: string }> {
   return client.json("GET", "/v1/health");
+}
+
+/** Prometheus text exposition of GET /metrics. */
+export async function metrics(client: LanesClient = new LanesClient()): Promise<string> {
+  return (await client.bytes("GET", "/metrics")).body.toString("utf8");
 }

@@ -12,6 +12,7 @@ import { Readable } from "node:stream";
 import { after, before, describe, it } from "node:test";
 
 import {
+  addStore,
   buildImage,
   buildImageProgress,
   events,
@@ -20,6 +21,8 @@ import {
   LanesError,
   listImages,
   listStores,
+  metrics,
+  removeStore,
   storeGc,
   storeStats,
   storeVerify,
@@ -249,6 +252,24 @@ describe("snapshots, files, network, logs, events, images, stores", { skip }, ()
     assert.ok(text.includes(mark), `follow did not show ${mark}: ${text.slice(-300)}`);
   });
 
+  it("execStream tty resize; metrics", T, async () => {
+    const run = await lane.execStream(["sh", "-c", "stty size; sleep 2; stty size"], { tty: true, rows: 10, cols: 20 });
+    let out = "";
+    const it = run[Symbol.asyncIterator]();
+    while (!out.includes("10 20")) {
+      const r = await it.next();
+      assert.ok(!r.done, out);
+      out += r.value.data.toString();
+    }
+    await run.resize(30, 40);
+    for (let r = await it.next(); !r.done; r = await it.next()) out += r.value.data.toString();
+    assert.match(out, /10 20[\s\S]*30 40/);
+    assert.equal((await run.exit).exitCode, 0);
+    await assert.rejects(run.resize(5, 5), isErr(404));
+    const m = await metrics(client);
+    assert.match(m, /^lanes_lanes\{state="running"\} [1-9]/m);
+  });
+
   it("snapshot and fork: the fork sees the snapshot's content, isolated from both", T, async () => {
     await lane.exec(["sh", "-c", "echo one > /root/m && sync"]);
     const snap = await lane.snapshot("s1");
@@ -323,6 +344,11 @@ describe("snapshots, files, network, logs, events, images, stores", { skip }, ()
     const v = await storeVerify({ client });
     assert.equal(v.ok, true);
     assert.ok(v.objectsChecked > 0 && Array.isArray(v.problems), JSON.stringify(v));
+    await assert.rejects(removeStore("no-such-store", client), isErr(404));
+    await assert.rejects(
+      addStore({ name: "Bad Name", endpoint: "http://127.0.0.1:1", bucket: "b", credentialsFile: "/nonexistent", client }),
+      isErr(400, "invalid"),
+    );
     const gc = await storeGc({ client, dryRun: true });
     assert.equal(gc.dryRun, true);
     assert.equal(typeof gc.refs, "number");
