@@ -7,6 +7,8 @@
  *                        and packs(id -> committed end, live bytes, records)
  *   <2 hex>/<62 hex>     loose objects of stores written before packs
  *                        (read, reused and swept; never written any more)
+ *   .reserve             4 MiB of allocated space GC gives up when the
+ *                        filesystem is full (see "space reserve")
  *
  * Write path: put() appends the record to this handle's *active pack* (a
  * pack only its creator ever appends to, held under an exclusive OFD lock
@@ -35,7 +37,10 @@
  *     (and not locked by a writer): live records are copied to a new pack,
  *     which is synced before the index rows move to it; then the old pack
  *     is unlinked.  A reader that looked up the old location and finds the
- *     file gone looks up again.
+ *     file gone looks up again.  A GC first retires its own process's
+ *     active pack if nothing of it is pending, so that one can be compacted
+ *     too; a pack is otherwise closed for appends at the first sync after
+ *     it reaches PACK_TARGET_BYTES.
  *   - Reads check the record header (magic, CRC, id, length) and the
  *     caller checks the SHA-256: damage inside a pack is EIO, never data.
  *

@@ -310,6 +310,10 @@ void api_stores_creating(lanesd_t *d, const char *lane_id, int on);
 void api_stores_hold(lanesd_t *d, store_t *st, int delta);
 /* The store_t of an S3 store by name (NULL if none or unavailable). */
 store_t *api_stores_find(lanesd_t *d, const char *name);
+/* Boot API, S3 lanes: check the lease on the thread pool, then run
+ * again(req, d) (vm_lane_boot then skips its own check) or answer 409.
+ * 1 if it took the request, 0 to go on now (local lane, or checked). */
+int api_stores_boot_precheck(lanesd_t *d, lane_rt_t *l, http_req_t *req, http_handler_fn again);
 int api_stores_lane_removed(lanesd_t *d, const lane_rt_t *l, char **err);
 void api_metrics_observe_event(lanesd_t *d, const char *kind, const char *detail);
 void api_metrics_exec_done(lanesd_t *d, int64_t duration_ms, int failed);
