@@ -6,9 +6,12 @@ bypass) into bench/report.py rows, one JSON object per line on stdout.
   rows.py DIR LANE_ROUNDS LANE_MIB HOST_ROUNDS HOST_MIB NETMED_CPU_S QEMU_CPU_S [GUEST_CLOCKSOURCE]
 
 Throughput rows are in ms per MiB (lower is better, like every row of
-report.py), so "throughput >= 0.8x" is "ratio <= 1.25x". The connect row's
-target "netmed adds < 1 ms at p50" becomes the ratio (base + 1 ms) / base.
-Phase "host" (the netns stand-in guest) gives info rows net_host_*.
+report.py), so "throughput >= 0.8x" is "ratio <= 1.25x". The target
+"netmed adds < 1 ms at p50" becomes the ratio (base + 1 ms) / base on
+net_host_tcp_connect_p50: phase "host" (the netns stand-in guest, host
+clocks) is where 1 ms can be seen; under TCG the guest's clock source may be
+refined-jiffies (4 ms steps), so the lane's connect rows are info. The other
+net_host_* rows are info (netmed's own cost without the emulator).
 """
 import json
 import statistics
@@ -74,18 +77,16 @@ def main():
             dl = sum((x["ms"] for x in sd), [])
             bm = sum((x["batch_mean_ms"] for x in sm), [])
             bd = sum((x["batch_mean_ms"] for x in sd), [])
-            # The row's p50: the median of batch means (10 connections each).
-            # The guest clock may step in 4 ms under the emulator, which makes
-            # single samples (kept below) too coarse for a sub-ms difference.
-            pm, pd = med(bm), med(bd)
+            pm, pd = med(m), med(dl)
+            res = round(min((x for x in m + dl if x > 0), default=0), 3)
             det = {"samples_per_contender": len(m),
-                   "p50_is": "median over batches of 10 connections of the batch's mean",
-                   "mediated_p50_ms": round(pm, 3), "unmediated_p50_ms": round(pd, 3),
-                   "added_p50_ms": round(pm - pd, 3),
-                   "mediated_sample_p50_ms": round(med(m), 3), "mediated_sample_p95_ms": round(pct(m, 95), 3),
-                   "unmediated_sample_p50_ms": round(med(dl), 3),
-                   "unmediated_sample_p95_ms": round(pct(dl, 95), 3),
-                   "sample_resolution_ms": round(min((x for x in m + dl if x > 0), default=0), 3)}
+                   "mediated_p50_ms": round(pm, 3), "mediated_p95_ms": round(pct(m, 95), 3),
+                   "unmediated_p50_ms": round(pd, 3), "unmediated_p95_ms": round(pct(dl, 95), 3),
+                   "added_p50_ms": round(pm - pd, 3), "sample_resolution_ms": res,
+                   # batches of 10 connections timed as a whole: 1/10 of the
+                   # clock step, but a mean (the slow tail counts in)
+                   "mediated_batch_mean_median_ms": round(med(bm), 3),
+                   "unmediated_batch_mean_median_ms": round(med(bd), 3)}
             det.update(extra)
             if target:
                 det["how"] = ("guest connect() to the server's first byte (1-byte request/answer), "
@@ -95,7 +96,14 @@ def main():
                 det["how"] = ("new connection + TLS handshake + GET /ping (name resolved once); "
                               "interception makes two handshakes and netmed re-resolves the name "
                               "upstream for every connection (rebinding guard)")
-            tgt = round((pd + 1.0) / pd, 3) if target and targets else None
+            # "netmed adds < 1 ms at p50" is judged where the clock can see
+            # 1 ms: netmed alone (host clocks). In the lane the guest clock
+            # may step in 4 ms (refined-jiffies under TCG): info there.
+            tgt = None
+            if target and pre == "host":
+                tgt = round((pd + 1.0) / pd, 3)
+            elif target:
+                det["target_judged_in"] = "net_host_tcp_connect_p50 (the guest clock steps %.1f ms)" % res
             row(prefix + name, "ms", pm, pd, tgt, det)
     return 0
 

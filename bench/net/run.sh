@@ -21,15 +21,18 @@
 #
 # Two phases, each with both contenders in ABBA order per round:
 #   1. netmed alone: the netns stand-in guest G (host python3 on both ends,
-#      no emulator) — netmed's own cost; rows net_host_* (info).
+#      no emulator) — netmed's own cost; rows net_host_*.
 #   2. the lane: a debian lane booted by lanesd (its netmed, its TAP, its
-#      lane netns) — rows net_* with the targets:
+#      lane netns) — rows net_*:
 #   net_tcp_download / net_tcp_upload      ms per MiB (1000 / MB/s), target
 #                                          1.25x (= throughput >= 0.8x)
 #   net_https_download / net_https_upload  intercepted vs direct TLS to the
 #                                          same server, target 2.0x (>= 0.5x)
 #   net_tcp_connect_p50                    connect() to the server's first
-#                                          byte, target: netmed adds < 1 ms
+#                                          byte; info in the lane (the
+#                                          guest clock steps 4 ms under TCG),
+#                                          target "netmed adds < 1 ms" on
+#                                          net_host_tcp_connect_p50
 #   net_https_connect_p50                  new connection + TLS + GET (info)
 # docs/bench.md ("Network") explains the rows.
 #
