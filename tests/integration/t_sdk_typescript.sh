@@ -1,7 +1,10 @@
 #!/bin/sh
 # The TypeScript SDK (sdk/typescript) against a real lanesd and lane: builds
 # it from its lockfile (npm ci + tsc: typescript and @types/node are its only,
-# dev-time, dependencies), then runs its node:test suite.
+# dev-time, dependencies), then runs its node:test suite: test/lane.test.mjs
+# (lifecycle, exec, files, shells, sessions) and test/more.test.mjs
+# (snapshots, fork, restore, files stat/list/archive, policy, secrets, audit,
+# approvals, logs, events, exec resize/attach, images, stores, metrics).
 set -eu
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lanes.sh"

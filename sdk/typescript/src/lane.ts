@@ -644,6 +644,16 @@ export class Lane {
     return sh;
   }
 
+  /** Attach over WebSocket to a running exec session (e.g. an ExecStream's
+   * id whose output nobody iterates; start it with a stdin stream to type
+   * into it). Leaving detaches: the command keeps running. */
+  async attach(execId: string): Promise<Shell> {
+    const { socket, head } = await this.client.upgrade(`${this.path}/execs/${encodeURIComponent(execId)}/attach`);
+    const sh = new Shell(new WsConnection(socket, head));
+    await sh.ready;
+    return sh;
+  }
+
   /** The lane's named shell sessions. */
   async sessions(): Promise<ShellSessionInfo[]> {
     const r = await this.client.json<{ sessions: RawShellSession[] }>("GET", `${this.path}/sessions`);

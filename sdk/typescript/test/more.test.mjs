@@ -144,12 +144,14 @@ describe("snapshots, files, network, logs, events, images, stores", { skip }, ()
 
     // upload from a stream, download as a stream
     await lane.files.putArchive("/root/arch2", Readable.from([tar.subarray(0, 5000), tar.subarray(5000)]));
+    await lane.files.put("/root/arch2/only2.txt", "second\n");
     const parts = [];
     for await (const c of await lane.files.getArchiveStream("/root/arch2")) parts.push(c);
     const back2 = join(host, "back2");
     mkdirSync(back2);
     execFileSync("tar", ["-x", "-C", back2], { input: Buffer.concat(parts) });
     assert.ok(readFileSync(join(back2, "sub", "b.bin")).equals(big));
+    assert.equal(readFileSync(join(back2, "only2.txt"), "utf8"), "second\n");
     const h = createHash("sha256");
     for await (const c of await lane.files.getStream("/root/arch/sub/b.bin")) h.update(c);
     assert.equal(h.digest("hex"), createHash("sha256").update(big).digest("hex"));
@@ -252,7 +254,7 @@ describe("snapshots, files, network, logs, events, images, stores", { skip }, ()
     assert.ok(text.includes(mark), `follow did not show ${mark}: ${text.slice(-300)}`);
   });
 
-  it("execStream tty resize; metrics", T, async () => {
+  it("execStream tty resize, attach by exec id; metrics", T, async () => {
     const run = await lane.execStream(["sh", "-c", "stty size; sleep 2; stty size"], { tty: true, rows: 10, cols: 20 });
     let out = "";
     const it = run[Symbol.asyncIterator]();
@@ -266,6 +268,15 @@ describe("snapshots, files, network, logs, events, images, stores", { skip }, ()
     assert.match(out, /10 20[\s\S]*30 40/);
     assert.equal((await run.exit).exitCode, 0);
     await assert.rejects(run.resize(5, 5), isErr(404));
+    // attach to an exec session by id (its output goes to the WebSocket)
+    const bg = await lane.execStream(["sh", "-c", "sleep 1; echo attached-out; exit 7"]);
+    const sh = await lane.attach(bg.id);
+    assert.equal(sh.id, bg.id);
+    let text = "";
+    for await (const b of sh) text += b.toString();
+    assert.equal(text, "attached-out\n");
+    assert.equal((await sh.exit).exitCode, 7);
+    await assert.rejects(lane.attach("x999999"), isErr(404, "exec_not_found"));
     const m = await metrics(client);
     assert.match(m, /^lanes_lanes\{state="running"\} [1-9]/m);
   });
