@@ -652,6 +652,36 @@ static void test_secret_filter_no_stall(void **state)
     secrets_free(ss);
 }
 
+/* A live secrets reload: a filter switched to another set keeps the bytes it
+ * holds (checked against the new set with the next push, released when the
+ * new set has nothing to find), and finds the new set's placeholders. Sets
+ * are reference-counted: the last unref frees (ASan checks both). */
+static void test_secret_filter_rebind(void **state)
+{
+    secrets_t *ss = S();
+    assert_ptr_equal(secrets_ref(ss), ss);
+    secrets_unref(ss);                  /* back to one reference */
+    secret_filter_t f;
+    const char *o;
+    size_t on;
+    secret_filter_init(&f, ss, FILTER_SCAN);
+    assert_int_equal(secret_filter_push(&f, "ab lanes-secret-GH", 18, false, &o, &on), 0);
+    assert_int_equal(on, 3);            /* the placeholder prefix is held */
+    secret_filter_rebind(&f, NULL);     /* reloaded to no secrets */
+    assert_int_equal(secret_filter_push(&f, "-x", 2, false, &o, &on), 0);
+    assert_int_equal(on, 17);
+    assert_memory_equal(o, "lanes-secret-GH-x", 17);
+    secret_filter_rebind(&f, ss);       /* and to a set again: scanned */
+    assert_int_equal(secret_filter_push(&f, "q lanes-secret-NPM-abcd", 23, false, &o, &on), 0);
+    assert_int_equal(secret_filter_push(&f, "efabcd", 6, false, &o, &on), 1);
+    assert_non_null(f.found);
+    assert_string_equal(f.found->name, "NPM");
+    secret_filter_free(&f);
+    secrets_unref(ss);                  /* frees */
+    secrets_unref(NULL);
+    assert_null(secrets_ref(NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -668,6 +698,7 @@ int main(void)
         cmocka_unit_test(test_secrets),
         cmocka_unit_test(test_secret_filter),
         cmocka_unit_test(test_secret_filter_no_stall),
+        cmocka_unit_test(test_secret_filter_rebind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
