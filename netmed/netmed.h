@@ -5,7 +5,8 @@
  * connection gets its own thread (bounded by NETMED_MAX_CONNS) with blocking
  * sockets and timeouts. Shared state lives in netmed_t: the current policy
  * (swapped whole under lock, readers take a reference), the name table
- * (locked inside), secrets and TLS (immutable / locked inside), counters
+ * (locked inside), secrets (swapped whole under lock like the policy,
+ * readers take a reference), TLS (locked inside), counters
  * (atomics). The process never changes netns after startup: listeners were
  * opened in the lane netns, everything else runs in the netns netmed was
  * started in (the host's).

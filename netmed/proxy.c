@@ -11,7 +11,12 @@
  * sent back to the guest.
  *
  * All sockets are blocking with SO_RCVTIMEO/SO_SNDTIMEO; buffers are
- * bounded (EP_BUF per direction). Nothing here logs a secret value.
+ * bounded (EP_BUF per direction). A plain direction no filter has to see
+ * is spliced through a pipe once it carried SPLICE_AFTER bytes. Each
+ * connection holds references to the policy and the secrets set it uses;
+ * after a live secrets reload it takes the new set at its next request
+ * (intercepted) or before its next guest bytes (splice). Nothing here logs
+ * a secret value.
  */
 #include "netmed.h"
 
