@@ -1130,6 +1130,68 @@ done:
     return rc;
 }
 
+/* Both TLS handshakes at once: the guest's (netmed serving the lane CA's
+ * leaf) and the upstream one (verified), so the upstream round trips hide
+ * behind the guest's slower side instead of following it. The guest's
+ * handshake always runs to its end, so that an upstream failure can still
+ * be answered with a 502. 0 both done; -1 the guest's failed; -2 the
+ * guest's done and the upstream one failed (or c->u.ssl is NULL). */
+static int handshake_both(conn_t *c)
+{
+    int gfl = fcntl(c->g.fd, F_GETFL), ufl = fcntl(c->u.fd, F_GETFL);
+    fcntl(c->g.fd, F_SETFL, gfl | O_NONBLOCK);
+    fcntl(c->u.fd, F_SETFL, ufl | O_NONBLOCK);
+    bool g_done = false, u_done = false, u_failed = !c->u.ssl;
+    short g_ev = POLLIN, u_ev = POLLIN;
+    int rc = 0;
+    for (;;) {
+        /* SSL_get_error reads the thread's error queue: empty it before
+         * each call so one side's failure is not taken for the other's. */
+        if (!g_done) {
+            ERR_clear_error();
+            int r = SSL_accept(c->g.ssl);
+            int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(c->g.ssl, r);
+            if (e == SSL_ERROR_NONE)
+                g_done = true;
+            else if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+                g_ev = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
+            else {
+                rc = -1;
+                break;
+            }
+        }
+        if (!u_done && !u_failed) {
+            ERR_clear_error();
+            int r = SSL_connect(c->u.ssl);
+            int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(c->u.ssl, r);
+            if (e == SSL_ERROR_NONE)
+                u_done = true;
+            else if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+                u_ev = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
+            else
+                u_failed = true;
+        }
+        if (g_done && (u_done || u_failed))
+            break;
+        struct pollfd pf[2] = { { .fd = g_done ? -1 : c->g.fd, .events = g_ev },
+                                { .fd = u_done || u_failed ? -1 : c->u.fd, .events = u_ev } };
+        int r = poll(pf, 2, c->m->idle_timeout_s * 1000);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {                   /* timeout: whoever is not done failed */
+            if (!g_done)
+                rc = -1;
+            u_failed = !u_done;
+            break;
+        }
+    }
+    fcntl(c->g.fd, F_SETFL, gfl);
+    fcntl(c->u.fd, F_SETFL, ufl);
+    if (rc == 0 && u_failed)
+        rc = -2;
+    return rc;
+}
+
 static void intercept(conn_t *c)
 {
     /* TLS or plain HTTP: peek at the first byte (left in the socket for
@@ -1145,14 +1207,15 @@ static void intercept(conn_t *c)
     if (tls) {
         int sni_bad = 0;
         c->g.ssl = tls_server_new(c->m->tls, c->g.fd, c->name, &sni_bad);
-        if (!c->g.ssl || SSL_accept(c->g.ssl) != 1) {
+        c->u.ssl = c->g.ssl ? tls_client_new(c->m->tls, c->u.fd, c->name) : NULL;
+        int hs = c->g.ssl ? handshake_both(c) : -1;
+        if (hs == -1) {
             ERR_clear_error();
             c->reason = sni_bad ? "SNI does not match the connection's name" : "guest TLS handshake failed";
             c->blocked = true;
             return;
         }
-        c->u.ssl = tls_client_new(c->m->tls, c->u.fd, c->name);
-        if (!c->u.ssl || SSL_connect(c->u.ssl) != 1) {
+        if (hs == -2) {
             long vr = c->u.ssl ? SSL_get_verify_result(c->u.ssl) : 0;
             ERR_clear_error();
             c->reason = vr != X509_V_OK ? "upstream certificate did not verify" : "upstream TLS handshake failed";

@@ -94,4 +94,25 @@ ip netns exec "$NS_L" nft list ruleset | grep -q 'tproxy ip to 127.0.0.1:15001' 
 # a restarted netmed (same CA dir) brings the lane back
 net_start_netmed "$T/p1.json"
 expect_ok "restarted netmed: api.lanes.test" gcurl http://api.lanes.test/
+
+# Interception against an upstream that does not verify (netmed trusts
+# another CA): netmed runs both handshakes at once, finishes the guest's and
+# answers 502; nothing reaches the server. Then with the right roots: 200.
+net_stop_netmed
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=unrelated root" \
+    -keyout "$T/other.key" -out "$T/other.crt" 2>/dev/null || fail "unrelated CA"
+cat >"$T/p3.json" <<'JSON'
+{"dns": {"mode": "synthetic"}, "allow": [{"host": "api.lanes.test", "ports": [443], "intercept": true}]}
+JSON
+net_start_netmed "$T/p3.json" --trust-bundle "$T/other.crt"
+: >"$W/requests.log"
+code=$(gcurl --cacert "$NETMED_CA/ca.crt" -o "$T/b502" -w '%{http_code}' https://api.lanes.test/x) || true
+[ "$code" = 502 ] || { cat "$T/b502"; fail "unverified upstream: HTTP $code (want 502)"; }
+grep -q 'upstream certificate did not verify' "$T/b502" || fail "502 without the reason: $(cat "$T/b502")"
+audit_has '"reason":"upstream certificate did not verify"' || fail "verify failure not audited"
+[ ! -s "$W/requests.log" ] || fail "a request reached an unverified upstream"
+net_stop_netmed
+net_start_netmed "$T/p3.json"
+expect_ok "verified upstream: intercepted HTTPS" gcurl --cacert "$NETMED_CA/ca.crt" https://api.lanes.test/y
+log "ok: unverified upstream answered 502 after the guest's handshake"
 log "PASS"
