@@ -21,12 +21,16 @@ X
 rm -f "$root/etc/resolv.conf"
 printf '# written by lane-init at boot\nnameserver 127.0.0.53\n' > "$root/etc/resolv.conf"
 
-# Caches and documentation: safe to drop, apt can always fetch lists again.
-rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin \
+# Caches and documentation: safe to drop. The apt lists and /tmp are left to
+# mmdebstrap's own cleanup (it removes both after this hook): its cleanup runs
+# apt with a config file kept in the chroot's /tmp, and with that file gone
+# apt fell back to the host's configuration, emptying the host's apt lists
+# (as root) or failing (without root).
+rm -rf "$root"/var/cache/apt/*.bin \
        "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/debconf/*-old \
        "$root"/var/log/apt/* "$root"/var/log/dpkg.log "$root"/var/log/alternatives.log \
        "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
-       "$root"/tmp/* "$root"/var/tmp/*
+       "$root"/var/tmp/*
 find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name 'locale.alias' -exec rm -rf {} +
 # Every lane must get its own machine-id at first boot.
 : > "$root/etc/machine-id"

@@ -1,13 +1,15 @@
 #!/bin/bash
 # Recipe for the "debian" base image: bookworm minbase + debian.packages,
 # fetched through the host's own apt sources (no mirror is named here).
-# Usage: debian.sh ROOTDIR   (as root; ROOTDIR must not exist or be empty)
+# Usage: debian.sh ROOTDIR     as root (ROOTDIR must not exist or be empty)
+#        debian.sh ROOT.tar    as any user with subordinate ids: mmdebstrap
+#                              --mode=unshare writes the tree as a tarball
 # Everything that changes the image must live in this file, debian.packages
 # or debian-customize.sh: their content is the image's cache key.
 set -euo pipefail
 umask 022
 
-root=${1:?usage: debian.sh ROOTDIR}
+root=${1:?usage: debian.sh ROOTDIR|ROOT.tar}
 here=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 suite=bookworm
 
@@ -28,8 +30,21 @@ done
 pkgs=$(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$here/debian.packages" | tr -s '[:space:]' ',')
 pkgs=${pkgs%,}
 
-say "mmdebstrap --variant=minbase $suite +$pkgs (apt sources: ${sources[*]}) ..."
-mmdebstrap --quiet --mode=root --variant=minbase --include="$pkgs" \
+# Root writes a directory. Without root, mmdebstrap builds in its own user
+# namespace and must write a tarball (a directory would carry its namespace's
+# ids); the hook then runs as that namespace's root, which may not be able to
+# read this checkout, so it is passed as the script text (mmdebstrap runs a
+# hook as `sh -c HOOK exec ROOTDIR` either way).
+mode=root
+hook="\"$here/debian-customize.sh\" \"\$1\""
+if [ "$(id -u)" != 0 ]; then
+    case $root in *.tar) ;; *) echo "debian: without root the target must be a .tar" >&2; exit 1;; esac
+    mode=unshare
+    hook=$(cat "$here/debian-customize.sh")
+fi
+
+say "mmdebstrap --mode=$mode --variant=minbase $suite +$pkgs (apt sources: ${sources[*]}) ..."
+mmdebstrap --quiet --mode="$mode" --variant=minbase --include="$pkgs" \
     --aptopt='Acquire::Languages "none"' \
-    --customize-hook="\"$here/debian-customize.sh\" \"\$1\"" \
+    --customize-hook="$hook" \
     "$suite" "$root" "${sources[@]}" >&2
