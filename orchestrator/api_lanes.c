@@ -302,6 +302,8 @@ static void h_lane_boot(http_req_t *req, void *ctx)
         http_req_respond_error(req, 409, "lane_running", "lane %s is already running", l->name);
         return;
     }
+    if (api_stores_boot_precheck(d, l, req, h_lane_boot)) /* S3: lease GET off the loop, then again */
+        return;
     char msg[512] = "";
     int r = vm_lane_boot(l, msg, sizeof(msg));
     if (r < 0) {

@@ -37,7 +37,10 @@
  * while jobs use a store's store_t (busy > 0, also taken by other modules
  * through api_stores_hold) the store cannot be removed, and at shutdown a
  * busy store_t is left open for the exiting process.  Remaining on the
- * loop: the lease check before a boot (one GET) and lane removal.
+ * loop: lane removal and store rm's final publish.  A boot through the API
+ * checks the lease on the thread pool first (api_stores_boot_precheck) and
+ * vm_lane_boot's own check then uses that result; boots from other paths
+ * (restore --reboot) still check on the loop.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -88,6 +91,8 @@ struct stores_job {
     uint64_t disk_bytes;
     store_t *local;
     char *policy;
+    /* boot check: the handler to run again once the lease check passed */
+    http_handler_fn again;
 };
 
 #define CREATING_MAX 64
@@ -98,7 +103,13 @@ struct api_stores {
     char host_id[64];
     uv_timer_t sync_timer;
     char creating[CREATING_MAX][32]; /* lane ids being created (no sync) */
+    struct {
+        char lane_id[32];
+        int64_t at_ms;
+    } checked[CREATING_MAX]; /* lease checks passed on the thread pool */
 };
+
+#define CHECK_FRESH_MS 3000
 
 static int name_ok(const char *s)
 {
@@ -303,6 +314,41 @@ void api_stores_lane_json(lanesd_t *d, const char *lane_id, json_object *o)
                            json_object_new_string(lane_store_name(d, lane_id, name, sizeof(name)) ? name : "local"));
 }
 
+/* A passed lease check of lane_id younger than CHECK_FRESH_MS (consumed). */
+static int checked_take(lanesd_t *d, const char *lane_id)
+{
+    struct api_stores *a = d->stores;
+    for (int i = 0; i < CREATING_MAX; i++)
+        if (a->checked[i].lane_id[0] && !strcmp(a->checked[i].lane_id, lane_id)) {
+            int fresh = util_now_ms() - a->checked[i].at_ms < CHECK_FRESH_MS;
+            a->checked[i].lane_id[0] = '\0';
+            return fresh;
+        }
+    return 0;
+}
+
+static void checked_put(lanesd_t *d, const char *lane_id)
+{
+    struct api_stores *a = d->stores;
+    int slot = 0;
+    for (int i = 0; i < CREATING_MAX; i++) {
+        if (!strcmp(a->checked[i].lane_id, lane_id) || !a->checked[i].lane_id[0]) {
+            slot = i;
+            break;
+        }
+        if (a->checked[i].at_ms < a->checked[slot].at_ms)
+            slot = i;
+    }
+    snprintf(a->checked[slot].lane_id, sizeof(a->checked[slot].lane_id), "%s", lane_id);
+    a->checked[slot].at_ms = util_now_ms();
+}
+
+static int lease_msg(const char *lane, const char *store, int r, const char *err, char *msg, size_t msglen)
+{
+    snprintf(msg, msglen, "lane %s (store %s): %s", lane, store, err ? err : strerror(-r));
+    return r;
+}
+
 int api_stores_boot_check(lane_rt_t *l, char *msg, size_t msglen)
 {
     store_ent_t *e = lane_ent(l->d, l->id);
@@ -312,13 +358,55 @@ int api_stores_boot_check(lane_rt_t *l, char *msg, size_t msglen)
         snprintf(msg, msglen, "lane %s lives in store %s, which could not be opened on this host", l->name, e->name);
         return -EIO;
     }
+    if (checked_take(l->d, l->id)) /* checked off the loop just now (boot API) */
+        return 0;
     char ref[80], *err = NULL;
     snprintf(ref, sizeof(ref), "disk/%s", l->id);
     int r = store_lease_check(e->st, ref, l->d->stores->host_id, &err);
     if (r < 0)
-        snprintf(msg, msglen, "lane %s (store %s): %s", l->name, e->name, err ? err : strerror(-r));
+        lease_msg(l->name, e->name, r, err, msg, msglen);
     free(err);
     return r;
+}
+
+/* Thread pool: the lease check of a boot. */
+static void work_boot_check(stores_job_t *j)
+{
+    char ref[80];
+    snprintf(ref, sizeof(ref), "disk/%s", j->lane_id);
+    j->r = store_lease_check(j->st, ref, j->d->stores->host_id, &j->err);
+}
+
+static void after_boot_check(stores_job_t *j)
+{
+    lanesd_t *d = j->d;
+    if (j->r < 0) {
+        char msg[1024];
+        lease_msg(j->meta_name, j->store, j->r, j->err, msg, sizeof(msg));
+        http_req_respond_error(j->req, 409, "lane_busy", "%s", msg);
+        return;
+    }
+    checked_put(d, j->lane_id);
+    j->again(j->req, d); /* the handler again: boots without a second GET */
+}
+
+int api_stores_boot_precheck(lanesd_t *d, lane_rt_t *l, http_req_t *req, http_handler_fn again)
+{
+    store_ent_t *e = lane_ent(d, l->id);
+    if (!e || !e->st)
+        return 0; /* local lane, or vm_lane_boot reports the unavailable store */
+    struct api_stores *a = d->stores;
+    for (int i = 0; i < CREATING_MAX; i++)
+        if (!strcmp(a->checked[i].lane_id, l->id) && util_now_ms() - a->checked[i].at_ms < CHECK_FRESH_MS)
+            return 0; /* second pass: checked just now */
+    stores_job_t *j = job_new(d, e, req);
+    if (!j)
+        return 0; /* fall back to the check on the loop */
+    snprintf(j->lane_id, sizeof(j->lane_id), "%s", l->id);
+    snprintf(j->meta_name, sizeof(j->meta_name), "%s", l->name);
+    j->again = again;
+    job_queue(j, work_boot_check, after_boot_check);
+    return 1;
 }
 
 /* Copy the local store's image/<image> into st (first use of the image in

@@ -20,13 +20,14 @@ Modes (the fault for a selected request):
              body and close: the client sees a short read
   short      forward, then send half the body with a Content-Length that
              matches it: only a checksum can tell
+  stall      forward untouched after waiting --stall-ms (a slow request)
 Selection: a request whose method is in --methods (default all) and whose
 path contains one of the --paths substrings (default any path) is faulted
 with probability --rate (default 1), for at most --count requests
 (default unlimited; 0 = none).  --delay-ms adds latency to every request.
 
 --control names a JSON file with the same keys (mode, rate, count, delay_ms,
-methods, paths, seed); it is re-read whenever its mtime changes (counts restart),
+methods, paths, stall_ms, seed); it is re-read whenever its mtime changes (counts restart),
 so a test can change the fault mid-run.  --stats names a JSON file rewritten
 after each request: requests, faults, connections, by_mode.
 """
@@ -62,7 +63,7 @@ class Policy:
         self.mtime = None
         self.stats = {"requests": 0, "faults": 0, "connections": 0, "by_mode": {}}
         self.apply({"mode": args.mode, "rate": args.rate, "count": args.count,
-                    "delay_ms": args.delay_ms, "seed": args.seed,
+                    "delay_ms": args.delay_ms, "stall_ms": args.stall_ms, "seed": args.seed,
                     "methods": args.methods.split(",") if args.methods else [],
                     "paths": args.paths.split(",") if args.paths else []})
 
@@ -72,6 +73,7 @@ class Policy:
         count = cfg.get("count", -1)
         self.left = -1 if count is None else int(count)
         self.delay_ms = int(cfg.get("delay_ms", 0))
+        self.stall_ms = int(cfg.get("stall_ms", 0))
         self.methods = {m.upper() for m in cfg.get("methods", []) or []}
         self.paths = [p for p in cfg.get("paths", []) or [] if p]
         self.rng = random.Random(cfg.get("seed", 1))
@@ -108,7 +110,7 @@ class Policy:
                 self.stats["faults"] += 1
                 self.stats["by_mode"][fault] = self.stats["by_mode"].get(fault, 0) + 1
             self.write_stats()
-            return fault, self.delay_ms
+            return fault, self.delay_ms + (self.stall_ms if fault == "stall" else 0)
 
     def connected(self):
         with self.lock:
@@ -220,10 +222,11 @@ def main():
     ap.add_argument("--stats")
     ap.add_argument("--control")
     ap.add_argument("--mode", default="none",
-                    choices=["none", "503", "error200", "reset", "truncate", "short"])
+                    choices=["none", "503", "error200", "reset", "truncate", "short", "stall"])
     ap.add_argument("--rate", type=float, default=1.0)
     ap.add_argument("--count", type=int, default=-1)
     ap.add_argument("--delay-ms", type=int, default=0)
+    ap.add_argument("--stall-ms", type=int, default=0)
     ap.add_argument("--methods", default="")
     ap.add_argument("--paths", default="", help="comma-separated path substrings")
     ap.add_argument("--seed", type=int, default=1)
