@@ -706,10 +706,81 @@ static void test_background_spill_model(void **state)
   free(buf);
 }
 
+/* Sector-aligned partial writes and zeroes (the guest's usual pattern)
+ * over a random, non-zero base: against a model, with byte-granular reads,
+ * unaligned writes, background and synchronous spills, flushes and
+ * reopens. */
+static void test_sector_model(void **state)
+{
+  struct fixture *f = *state;
+  const size_t nchunks = 12, size = nchunks * CS;
+  uint8_t *model = malloc(size), *buf = malloc(2 * CS);
+  char path[160], *err = NULL;
+  unsigned seed = 777;
+  fill_random(model, size, &seed);
+  memset(model + 5 * CS, 0, CS);               /* one zero chunk too */
+  snprintf(path, sizeof path, "%s/lazy.raw", f->dir);
+  write_file(path, model, size);
+  assert_int_equal(store_image_import(f->s, "lazy", path, NULL, NULL, &err),
+                   0);
+  assert_int_equal(store_disk_create(f->s, "d", "image/lazy", 0, &err), 0);
+  store_disk_t *d = disk_open(f, "disk/d", 4 * CS);
+  for (int op = 0; op < 6000; op++) {
+    int kind = rand_r(&seed) % 12;
+    size_t idx = (size_t)rand_r(&seed) % nchunks;
+    if (kind < 6) {                               /* aligned sectors */
+      size_t first = (size_t)rand_r(&seed) % (CS / 512);
+      size_t cnt = 1 + (size_t)rand_r(&seed) % (CS / 512 - first);
+      size_t off = idx * CS + first * 512, len = cnt * 512;
+      if (rand_r(&seed) % 4 == 0) {
+        assert_int_equal(store_disk_zero(d, len, off, &err), 0);
+        memset(model + off, 0, len);
+      } else {
+        fill_random(buf, len, &seed);
+        assert_int_equal(store_disk_write(d, buf, len, off, &err), 0);
+        memcpy(model + off, buf, len);
+      }
+    } else if (kind == 6) {                       /* unaligned */
+      size_t len = 1 + (size_t)rand_r(&seed) % 700;
+      size_t off = idx * CS + (size_t)rand_r(&seed) % CS;
+      if (off + len > size)
+        len = size - off;
+      fill_random(buf, len, &seed);
+      assert_int_equal(store_disk_write(d, buf, len, off, &err), 0);
+      memcpy(model + off, buf, len);
+    } else if (kind < 10) {                       /* byte-granular read */
+      size_t len = 1 + (size_t)rand_r(&seed) % (2 * CS - 1);
+      size_t off = idx * CS + (size_t)rand_r(&seed) % CS;
+      if (off + len > size)
+        len = size - off;
+      assert_int_equal(store_disk_read(d, buf, len, off, &err), 0);
+      if (memcmp(buf, model + off, len) != 0)
+        fail_msg("op %d: read %zu+%zu differs from the model", op, off, len);
+    } else if (kind == 10 && rand_r(&seed) % 40 == 0) {
+      assert_int_equal(store_disk_flush(d, &err), 0);
+    } else if (kind == 11 && rand_r(&seed) % 100 == 0) {
+      assert_int_equal(store_disk_flush(d, &err), 0);
+      store_disk_close(d);
+      d = disk_open(f, "disk/d", 4 * CS);
+      check_disk_equals(d, model, size);
+    }
+  }
+  check_disk_equals(d, model, size);
+  assert_int_equal(store_disk_flush(d, &err), 0);
+  store_disk_close(d);
+  d = disk_open(f, "disk/d", 0);
+  check_disk_equals(d, model, size);
+  store_disk_close(d);
+  free(model);
+  free(buf);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_random_io_model, setup_small, teardown),
+    cmocka_unit_test_setup_teardown(test_sector_model, setup_small,
+                                    teardown),
     cmocka_unit_test_setup_teardown(test_page_boundaries, setup_small, teardown),
     cmocka_unit_test_setup_teardown(test_background_spill_model, setup_small,
                                     teardown),
