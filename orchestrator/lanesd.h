@@ -314,6 +314,10 @@ store_t *api_stores_find(lanesd_t *d, const char *name);
  * again(req, d) (vm_lane_boot then skips its own check) or answer 409.
  * 1 if it took the request, 0 to go on now (local lane, or checked). */
 int api_stores_boot_precheck(lanesd_t *d, lane_rt_t *l, http_req_t *req, http_handler_fn again);
+/* rm API, S3 lanes: remove the lane's document and disk refs from the
+ * bucket on the thread pool, then run again(req, d) (api_stores_lane_removed
+ * then skips the bucket) or answer 500.  1 if it took the request. */
+int api_stores_remove_precheck(lanesd_t *d, lane_rt_t *l, http_req_t *req, http_handler_fn again);
 int api_stores_lane_removed(lanesd_t *d, const lane_rt_t *l, char **err);
 void api_metrics_observe_event(lanesd_t *d, const char *kind, const char *detail);
 void api_metrics_exec_done(lanesd_t *d, int64_t duration_ms, int failed);
