@@ -10,9 +10,12 @@
  *        [&since=MS][&until=MS][&format=json|jsonl]
  *
  * Secret values are write-only: stored in SQLite and in netmed's 0600 file,
- * never echoed. A running lane picks up secret changes at once: netmed is
- * restarted with the new file (the lane is offline for that moment, never
- * open) and the guest gets the new placeholders through LP_CONFIGURE.
+ * never echoed. A running lane picks up secret changes at once: lanesd
+ * writes the new file and has netmed reload it (`netmed ctl SOCK
+ * secrets-reload`; open connections are kept), answering the request after
+ * the reload; a netmed that cannot reload is restarted instead (offline for
+ * that moment, never open). The guest gets the new placeholders through
+ * LP_CONFIGURE.
  */
 #include "lanesd.h"
 #include "proc.h"
