@@ -48,3 +48,17 @@ mmdebstrap --quiet --mode="$mode" --variant=minbase --include="$pkgs" \
     --aptopt='Acquire::Languages "none"' \
     --customize-hook="$hook" \
     "$suite" "$root" "${sources[@]}" >&2
+
+# mmdebstrap turns apt's download sandbox off when user _apt cannot read the
+# chroot directory (ours lies in a private cache, e.g. under /root), and apt
+# then leaves its partial/ directories owned by root. Give them the owner apt
+# gives them everywhere else (and in unshare mode): _apt, mode 0700.
+if [ "$mode" = root ]; then
+    apt_uid=$(awk -F: '$1 == "_apt" { print $3 }' "$root/etc/passwd")
+    for d in var/cache/apt/archives/partial var/lib/apt/lists/partial; do
+        if [ -n "$apt_uid" ] && [ -d "$root/$d" ]; then
+            chown -h "$apt_uid:0" "$root/$d"
+            chmod 0700 "$root/$d"
+        fi
+    done
+fi
