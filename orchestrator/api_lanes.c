@@ -394,6 +394,8 @@ static void h_lane_delete(http_req_t *req, void *ctx)
                                lane_state_name(l->state));
         return;
     }
+    if (api_stores_remove_precheck(d, l, req, h_lane_delete)) /* S3: bucket side off the loop, then again */
+        return;
     char msg[512];
     if (lane_destroy(d, l, msg, sizeof(msg)) < 0) {
         http_req_respond_error(req, 500, "internal", "%s", msg);

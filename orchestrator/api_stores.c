@@ -37,10 +37,12 @@
  * while jobs use a store's store_t (busy > 0, also taken by other modules
  * through api_stores_hold) the store cannot be removed, and at shutdown a
  * busy store_t is left open for the exiting process.  Remaining on the
- * loop: lane removal and store rm's final publish.  A boot through the API
- * checks the lease on the thread pool first (api_stores_boot_precheck) and
- * vm_lane_boot's own check then uses that result; boots from other paths
- * (restore --reboot) still check on the loop.
+ * loop: store rm's final publish.  A boot through the API checks the lease
+ * on the thread pool first (api_stores_boot_precheck) and vm_lane_boot's
+ * own check then uses that result; boots from other paths (restore
+ * --reboot) still check on the loop.  rm through the API removes the
+ * bucket side on the thread pool first (api_stores_remove_precheck), then
+ * the handler runs again and forgets the lane here.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -107,6 +109,7 @@ struct api_stores {
         char lane_id[32];
         int64_t at_ms;
     } checked[CREATING_MAX]; /* lease checks passed on the thread pool */
+    char removed[CREATING_MAX][32]; /* lanes whose bucket side rm already removed */
 };
 
 #define CHECK_FRESH_MS 3000
@@ -399,6 +402,10 @@ int api_stores_boot_precheck(lanesd_t *d, lane_rt_t *l, http_req_t *req, http_ha
     for (int i = 0; i < CREATING_MAX; i++)
         if (!strcmp(a->checked[i].lane_id, l->id) && util_now_ms() - a->checked[i].at_ms < CHECK_FRESH_MS)
             return 0; /* second pass: checked just now */
+    if (creating_has(d, l->id)) {
+        http_req_respond_error(req, 409, "lane_busy", "lane %s is being created or removed; retry", l->name);
+        return 1;
+    }
     stores_job_t *j = job_new(d, e, req);
     if (!j)
         return 0; /* fall back to the check on the loop */
@@ -567,13 +574,77 @@ void api_stores_lane_create_start(lanesd_t *d, lane_rt_t *l, const char *store, 
     job_queue(j, work_lane_create, after_lane_create);
 }
 
+/* Find (and with take, forget) lane_id in the removed list. */
+static int removed_has(lanesd_t *d, const char *lane_id, int take)
+{
+    struct api_stores *a = d->stores;
+    for (int i = 0; i < CREATING_MAX; i++)
+        if (a->removed[i][0] && !strcmp(a->removed[i], lane_id)) {
+            if (take)
+                a->removed[i][0] = '\0';
+            return 1;
+        }
+    return 0;
+}
+
+/* Thread pool: the lane's document and disk refs leave the bucket. */
+static void work_lane_remove(stores_job_t *j)
+{
+    j->r = store_meta_delete(j->st, j->meta_name, &j->err);
+    if (j->r == 0 || j->r == -ENOENT)
+        j->r = store_disk_delete(j->st, j->lane_id, &j->err);
+    if (j->r > 0)
+        j->r = 0;
+}
+
+static void after_lane_remove(stores_job_t *j)
+{
+    lanesd_t *d = j->d;
+    api_stores_creating(d, j->lane_id, 0);
+    if (j->r < 0) {
+        http_req_respond_error(j->req, 500, "internal", "delete disk of lane %s in its store: %s", j->image,
+                               j->err ? j->err : strerror(-j->r));
+        return;
+    }
+    struct api_stores *a = d->stores;
+    for (int i = 0; i < CREATING_MAX; i++)
+        if (!a->removed[i][0]) {
+            snprintf(a->removed[i], sizeof(a->removed[i]), "%s", j->lane_id);
+            break;
+        }
+    j->again(j->req, d); /* the handler again: forgets the lane here */
+}
+
+int api_stores_remove_precheck(lanesd_t *d, lane_rt_t *l, http_req_t *req, http_handler_fn again)
+{
+    store_ent_t *e = lane_ent(d, l->id);
+    if (!e || !e->st || removed_has(d, l->id, 0))
+        return 0;
+    if (creating_has(d, l->id)) {
+        http_req_respond_error(req, 409, "lane_busy", "lane %s is being created or removed; retry", l->name);
+        return 1;
+    }
+    stores_job_t *j = job_new(d, e, req);
+    if (!j)
+        return 0; /* fall back to removing on the loop */
+    snprintf(j->lane_id, sizeof(j->lane_id), "%s", l->id);
+    snprintf(j->image, sizeof(j->image), "%s", l->name); /* for messages */
+    snprintf(j->meta_name, sizeof(j->meta_name), "lanes/%s.json", l->name);
+    j->again = again;
+    api_stores_creating(d, l->id, 1);
+    job_queue(j, work_lane_remove, after_lane_remove);
+    return 1;
+}
+
 int api_stores_lane_removed(lanesd_t *d, const lane_rt_t *l, char **err)
 {
     store_ent_t *e = lane_ent(d, l->id);
     if (!e)
         return 0;
     int r = 0;
-    if (e->st) {
+    if (removed_has(d, l->id, 1)) {
+        /* the bucket side is gone already (api_stores_remove_precheck) */
+    } else if (e->st) {
         char meta[128];
         snprintf(meta, sizeof(meta), "lanes/%s.json", l->name);
         if ((r = store_meta_delete(e->st, meta, err)) == 0)

@@ -2,11 +2,10 @@
 # A slow S3 store never stalls lanesd's API.  The fault proxy adds
 # $DELAY_MS to every request of a store; while S3 work of that store is in
 # flight (store add: probe + first sync; create with the image upload; the
-# periodic sync; then, with only the lease GETs stalled 4 s, the boot of an
-# S3 lane and its lease check), the API keeps answering promptly: health,
-# ls, inspect and an exec in a running local lane each take well under the
-# delay.  (Before
-# the S3 calls moved to the thread pool each of these waited for them.)
+# periodic sync; the boot of an S3 lane with only its lease GETs stalled
+# 4 s; rm of the S3 lane), the API keeps answering promptly: health, ls,
+# inspect and an exec in a running local lane each take well under the
+# delay.  (With the S3 calls on the loop each of these waited for them.)
 set -eu
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/lanes.sh"
@@ -88,6 +87,20 @@ log "boot took $(elapsed "$t0")s; $n rounds of API calls meanwhile"
 [ "$(proxy_stat faults)" -ge 2 ] || fail "the lease GETs were not stalled"
 lc exec s3l -- true || fail "exec in the S3 lane"
 lc stop s3l >/dev/null
+
+log "rm of the S3 lane (its bucket side through the slow proxy) does not block the API"
+proxy_set "{\"mode\": \"none\", \"delay_ms\": $DELAY_MS}"
+t0=$(now)
+lc rm s3l >"$T/rm.out" 2>&1 &
+RM=$!
+sleep 0.3
+n=0
+while kill -0 $RM 2>/dev/null; do probe "rm"; n=$((n + 1)); sleep 0.2; done
+wait $RM || fail "rm of the S3 lane: $(cat "$T/rm.out")"
+log "rm took $(elapsed "$t0")s; $n rounds of API calls meanwhile"
+[ "$n" -ge 2 ] || fail "rm was too fast to overlap anything ($n rounds)"
+lc ls | grep -q "^s3l " && fail "s3l still listed after rm"
+ls3 ls stall/meta/lanes/ | grep -q "s3l.json" && fail "s3l's document is still in the bucket"
 log "slowest API answer during S3 work: ${slowest}s"
 lc stop loc >/dev/null
 log "ok"
