@@ -10,7 +10,7 @@ libcurl4-openssl-dev curl libssl-dev libcmocka-dev libexpat1-dev
 nbdkit nbdkit-plugin-dev libnbd-bin
 qemu-system-x86 qemu-utils qemu-guest-agent
 busybox-static e2fsprogs cpio kmod mmdebstrap zstd xz-utils dpkg-dev
-iproute2 nftables socat python3 python3-yaml fio openssl acl
+iproute2 nftables socat python3 python3-yaml fio openssl acl uidmap
 clang libclang-rt-14-dev
 "
 
