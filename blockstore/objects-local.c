@@ -80,7 +80,9 @@ struct pent {                  /* pending (appended, not yet indexed) */
   store_id_t id;
   uint64_t off;                /* data offset in the active pack */
   uint32_t len;
-  uint32_t used;
+  uint8_t used;
+  uint8_t reused;              /* not appended: indexed elsewhere, its time
+                                  refreshed since the last sync */
   uint64_t seq;
 };
 
@@ -350,13 +352,13 @@ static int pend_rebuild(struct local_be *be, size_t cap, uint64_t keep_from)
 }
 
 static int pend_add(struct local_be *be, const store_id_t *id, uint64_t off,
-                    uint32_t len)
+                    uint32_t len, int reused)
 {
   if ((be->pn + 1) * 2 > be->pcap &&
       pend_rebuild(be, be->pcap ? be->pcap * 2 : 1024, 0) < 0)
     return -ENOMEM;
   struct pent e = { .id = *id, .off = off, .len = len, .used = 1,
-                    .seq = be->seq++ };
+                    .reused = (uint8_t)reused, .seq = be->seq++ };
   pend_place(be->pend, be->pcap, &e);
   be->pn++;
   return 0;
@@ -835,7 +837,7 @@ static int pack_append(struct local_be *be, const store_id_t *id,
   uint64_t rec = be->aend;
   int fd = be->afd;
   uint64_t pack = be->aid;
-  if (pend_add(be, id, rec + PACK_REC_HDR, len) < 0) {
+  if (pend_add(be, id, rec + PACK_REC_HDR, len, 0) < 0) {
     r = store_err(err, ENOMEM, "out of memory");
     goto unlock;
   }
@@ -883,8 +885,18 @@ static int local_put(void *p, const store_id_t *id, const void *buf,
   if ((r = idx_get(be, id, &pack, &off, &ilen, err)) < 0)
     return r;
   if (r == 1 && ilen == len) {
-    if ((r = idx_refresh(be, id, err)) != 0)
-      return r < 0 ? r : 0;
+    if ((r = idx_refresh(be, id, err)) < 0)
+      return r;
+    if (r == 1) {
+      /* Refreshed: until the next sync (which precedes the commit that
+       * ends the caller's pending session) that protects it from GC, so
+       * further puts of it need not touch SQLite at all. */
+      pthread_mutex_lock(&be->lock);
+      if (!pend_find(be, id))
+        (void)pend_add(be, id, 0, 0, 1);
+      pthread_mutex_unlock(&be->lock);
+      return 0;
+    }
   }
   if (be->have_loose && (r = loose_reuse(be, id, len, err)) != 0)
     return r < 0 ? r : 0;
@@ -937,7 +949,7 @@ static int local_get(void *p, const store_id_t *id, void *buf, size_t cap,
   int r, found = 0;
   pthread_mutex_lock(&be->lock);
   struct pent *e = pend_find(be, id);
-  if (e) {
+  if (e && !e->reused) {
     pack = be->aid;
     off = e->off;
     ilen = e->len;
@@ -979,7 +991,7 @@ static int local_sync(void *p, char **err)
   if (be->pn && !recs)
     r = store_err(err, ENOMEM, "out of memory");
   for (size_t i = 0; r == 0 && i < be->pcap; i++)
-    if (be->pend[i].used && be->pend[i].seq < limit)
+    if (be->pend[i].used && be->pend[i].seq < limit && !be->pend[i].reused)
       recs[n++] = be->pend[i];
   for (size_t i = 0; i < sizeof be->dirty_dirs; i++)
     loose |= be->dirty_dirs[i];
@@ -996,8 +1008,14 @@ static int local_sync(void *p, char **err)
     r = store_err(err, errno, "syncfs %s: %m", be->objdir);
     goto out;
   }
-  if (n == 0)
+  if (n == 0) {
+    /* nothing appended; forget the reuse marks up to here */
+    pthread_mutex_lock(&be->lock);
+    if (be->pn && pend_rebuild(be, be->pcap, limit) < 0)
+      r = store_err(err, ENOMEM, "out of memory");
+    pthread_mutex_unlock(&be->lock);
     goto out;
+  }
   char name[32];
   pack_name(name, pack);
   if (fd < 0 || fdatasync(fd) == -1) {

@@ -318,6 +318,9 @@ int api_stores_boot_precheck(lanesd_t *d, lane_rt_t *l, http_req_t *req, http_ha
  * bucket on the thread pool, then run again(req, d) (api_stores_lane_removed
  * then skips the bucket) or answer 500.  1 if it took the request. */
 int api_stores_remove_precheck(lanesd_t *d, lane_rt_t *l, http_req_t *req, http_handler_fn again);
+/* A lease check of lane_id passed off the loop just now: vm_lane_boot's
+ * own check uses it instead of asking the bucket again. */
+void api_stores_lease_checked(lanesd_t *d, const char *lane_id);
 int api_stores_lane_removed(lanesd_t *d, const lane_rt_t *l, char **err);
 void api_metrics_observe_event(lanesd_t *d, const char *kind, const char *detail);
 void api_metrics_exec_done(lanesd_t *d, int64_t duration_ms, int failed);

@@ -655,6 +655,60 @@ static void test_pack_loose_legacy(void **state)
   free(m);
 }
 
+/* Reusing an indexed object refreshes its time once per commit interval;
+ * the next interval must refresh it again, or a GC could collect an object
+ * the writer is about to commit. */
+static void test_pack_reuse_refresh(void **state)
+{
+  struct fixture *f = *state;
+  uint8_t *img = calloc(1, DSIZE), a[CS], b[CS];
+  unsigned seed = 23;
+  char *err = NULL;
+  fill(a, CS, &seed);
+  fill(b, CS, &seed);
+  memcpy(img, a, CS);
+  import_image(f, "base", img, DSIZE);
+  assert_int_equal(store_disk_create(f->s, "d", "image/base", 0, &err), 0);
+  store_close(f->s);
+  assert_int_equal(store_open(f->store, 0, &f->s, &err), 0);
+
+  /* interval 1: A reused twice (the second time without SQLite); a
+   * dirty limit of one chunk makes every two-chunk write spill at once */
+  store_disk_t *w = dopen(f->s, "disk/d", CS);
+  uint8_t two[2 * CS];
+  memcpy(two, a, CS);
+  memcpy(two + CS, a, CS);
+  dwrite(w, two, 2 * CS, 3 * CS);
+  dflush(w);
+  /* A becomes garbage, and old */
+  dwrite(w, b, CS, 0);
+  dwrite(w, b, CS, 3 * CS);
+  dwrite(w, b, CS, 4 * CS);
+  dflush(w);
+  assert_int_equal(store_ref_delete(f->s, "image/base", &err), 0);
+  age_objects(f, 3600);
+
+  /* interval 2: the same writer reuses A again (spilled: its pending
+   * session is open), a GC runs, then the commit */
+  memcpy(two + CS, b, CS);
+  dwrite(w, two, 2 * CS, 5 * CS);
+  store_t *s2;
+  assert_int_equal(store_open(f->store, 0, &s2, &err), 0);
+  store_gc_result_t g = gc_now(s2);
+  assert_int_equal(g.live_writers, 1);
+  dflush(w);
+  store_disk_close(w);
+  check_verify_clean(s2);
+  memcpy(img, b, CS);
+  memcpy(img + 3 * CS, b, CS);
+  memcpy(img + 4 * CS, b, CS);
+  memcpy(img + 5 * CS, a, CS);
+  memcpy(img + 6 * CS, b, CS);
+  check_ref(s2, "disk/d", img);
+  store_close(s2);
+  free(img);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -663,6 +717,7 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_pack_compaction, setup, teardown),
     cmocka_unit_test_setup_teardown(test_pack_damage_eio, setup, teardown),
     cmocka_unit_test_setup_teardown(test_pack_loose_legacy, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_pack_reuse_refresh, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
