@@ -67,6 +67,8 @@ struct snap_op {
     char *meta_body;
     int held;                /* api_stores_hold taken on st */
     int reboot;              /* restore: boot again afterwards */
+    char host_id[64];        /* restore + reboot of an S3 lane: lease check */
+    int lease_r;
     int holds_lane;          /* on the busy list */
     snap_op_t *next_busy;
     uv_work_t work;
@@ -759,13 +761,24 @@ static int lane_quiet(const lane_rt_t *l)
     return !lane_state_is_active(l->state) && !l->teardown && l->qemu.pid <= 0 && l->nbdkit.pid <= 0;
 }
 
-/* Thread pool: disk := snapshot (for an S3 lane, published to the bucket). */
+/* Thread pool: disk := snapshot (for an S3 lane, published to the
+ * bucket); before a reboot of an S3 lane also its lease check. */
 static void work_restore(snap_op_t *op)
 {
     char *err = NULL;
     int r = store_snapshot_restore(op->st, op->lane_id, op->snap, &err);
-    if (r < 0)
+    if (r < 0) {
         set_store_err(op, r, err, "restore");
+        return;
+    }
+    if (op->reboot && op->host_id[0]) {
+        char dref[64];
+        snprintf(dref, sizeof(dref), "disk/%s", op->lane_id);
+        op->lease_r = store_lease_check(op->st, dref, op->host_id, &err);
+        if (op->lease_r < 0)
+            snprintf(op->msg, sizeof(op->msg), "restored, but %s", err ? err : strerror(-op->lease_r));
+        free(err);
+    }
 }
 
 static void after_restore(snap_op_t *op)
@@ -792,6 +805,12 @@ static void after_restore(snap_op_t *op)
         op_free(op);
         return;
     }
+    if (op->lease_r < 0) {
+        op_fail(op, 409, "lane_busy");
+        return;
+    }
+    if (op->host_id[0])
+        api_stores_lease_checked(op->d, l->id); /* vm_lane_boot: no second GET */
     char msg[512] = "";
     if (vm_lane_boot(l, msg, sizeof(msg)) < 0) {
         snprintf(op->msg, sizeof(op->msg), "restored, but boot failed: %s", msg);
@@ -828,6 +847,8 @@ static void on_restore_poll(uv_timer_t *t)
         return;
     }
     op->reboot = 1;
+    if (api_stores_lane_dir(op->d, l->id))
+        snprintf(op->host_id, sizeof(op->host_id), "%s", api_stores_host_id(op->d));
     op_queue(op, work_restore, after_restore);
 }
 

@@ -346,6 +346,12 @@ static void checked_put(lanesd_t *d, const char *lane_id)
     a->checked[slot].at_ms = util_now_ms();
 }
 
+void api_stores_lease_checked(lanesd_t *d, const char *lane_id)
+{
+    if (d->stores)
+        checked_put(d, lane_id);
+}
+
 static int lease_msg(const char *lane, const char *store, int r, const char *err, char *msg, size_t msglen)
 {
     snprintf(msg, msglen, "lane %s (store %s): %s", lane, store, err ? err : strerror(-r));
