@@ -38,9 +38,9 @@
  * through api_stores_hold) the store cannot be removed, and at shutdown a
  * busy store_t is left open for the exiting process.  Remaining on the
  * loop: store rm's final publish.  A boot through the API checks the lease
- * on the thread pool first (api_stores_boot_precheck) and vm_lane_boot's
- * own check then uses that result; boots from other paths (restore
- * --reboot) still check on the loop.  rm through the API removes the
+ * on the thread pool first (api_stores_boot_precheck; restore --reboot
+ * does it with the restore) and vm_lane_boot's own check then uses that
+ * result.  rm through the API removes the
  * bucket side on the thread pool first (api_stores_remove_precheck), then
  * the handler runs again and forgets the lane here.
  */
