@@ -58,8 +58,8 @@ MNT=$T/mnt
 mkdir -p "$MNT"
 manifest() {
     mount -o ro,loop "$1" "$MNT" || fail "mount -o ro,loop $1"
-    (cd "$MNT" && find . -xdev -path ./lost+found -prune -o -printf '%p %y %m %U %G ' \
-        \( -type f -printf '%s\n' -o -type l -printf '%l\n' -o -printf '\n' \) | LC_ALL=C sort
+    (cd "$MNT" && find . -xdev -path ./lost+found -prune -o -printf '%p %y %m %U %G' \
+        \( -type f -printf ' %s\n' -o -type l -printf ' %l\n' -o -printf '\n' \) | LC_ALL=C sort
      find . -xdev \( -type c -o -type b \) -exec stat -c '%n rdev %t:%T' {} + | LC_ALL=C sort
      find . -xdev -type f -exec sha256sum {} + | LC_ALL=C sort -k2) >"$2"
     umount "$MNT" || fail "umount $MNT"
@@ -171,7 +171,7 @@ if [ "${LANES_ROOTLESS_DEBIAN:-1}" = 1 ]; then
     has_entry "$T/debian.user" ./home/lane "d 755 1000 1000"
     has_entry "$T/debian.user" ./dev/null "c 666 0 0"
     has_entry "$T/debian.user" ./dev/console "c 666 0 0"
-    grep -Eq '^\./var/cache/apt/archives/partial d 700 42 0 ' "$T/debian.user" ||
+    grep -Eqx '\./var/cache/apt/archives/partial d 700 42 0' "$T/debian.user" ||
         fail "debian: _apt's partial dir: $(grep -F ./var/cache/apt/archives/partial "$T/debian.user")"
 fi
 
