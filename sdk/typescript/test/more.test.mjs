@@ -229,11 +229,54 @@ describe("snapshots, files, network, logs, events, images, stores", { skip }, ()
     }, isErr(400, "invalid"));
   });
 
-  it("approvals: none pending; deciding an unknown one is 404", T, async () => {
+  it("approvals: a held connection is listed, announced as an event, approved; another denied and remembered", T, async () => {
     assert.deepEqual(await lane.approvals(), []);
     await assert.rejects(lane.approve("abc123"), isErr(404, "approval_not_found"));
-    await assert.rejects(lane.deny("abc123", { remember: true }), isErr(404, "approval_not_found"));
     await assert.rejects(lane.approve("not-hex!"), isErr(400));
+    const target = "198.51.100.7"; // TEST-NET-2: never dialled successfully
+    const policy = { approvalTimeoutSeconds: 60, allow: [{ cidr: `${target}/32`, ports: [80], action: "ask" }] };
+    await lane.setPolicy(policy);
+    const held = async () => {
+      // busybox nc; /dev/zero keeps its side open while netmed holds it
+      const run = await lane.execStream(["sh", "-c", `nc -w 30 ${target} 80 < /dev/zero; echo rc=$?`]);
+      const done = run.collect();
+      let pending = [];
+      await waitFor("a pending approval", async () => (pending = await lane.approvals()).length > 0, 60_000);
+      assert.equal(pending.length, 1, JSON.stringify(pending));
+      const a = pending[0];
+      assert.deepEqual([a.addr, a.port, a.rule, a.timeoutS, a.host], [target, 80, 0, 60, null]);
+      assert.match(a.id, /^[0-9a-f]+$/);
+      assert.equal(typeof a.createdMs, "number");
+      await waitFor("its approval.pending event", () => seen.some((e) => e.kind === "approval.pending" && e.approvalId === a.id), 30_000);
+      return { a, run, done };
+    };
+
+    const one = await held();
+    const ok = await lane.approve(one.a.id);
+    assert.deepEqual([ok.id, ok.decision, ok.remember], [one.a.id, "allow", false]);
+    assert.equal(ok.approval.addr, target);
+    assert.equal(ok.approval.timeoutS, 60);
+    await assert.rejects(lane.approve(one.a.id), isErr(404, "approval_not_found"));
+    await one.run.signal("KILL").catch(() => undefined);
+    await one.done.catch(() => undefined);
+
+    const two = await held();
+    const no = await lane.deny(two.a.id, { remember: true });
+    assert.deepEqual([no.decision, no.remember], ["deny", true]);
+    assert.equal(no.rule.action, "deny");
+    const r = await two.done;
+    assert.match(r.stdout.toString(), /rc=[1-9]/, "nc was not refused");
+    const rules = (await lane.policy()).allow;
+    assert.ok(rules.some((x) => x.action === "deny" && x.cidr?.startsWith(target)), JSON.stringify(rules));
+    await waitFor("approval.decided events", () => seen.filter((e) => e.kind === "approval.decided").length >= 2, 30_000);
+
+    // the audit has both decisions, and filters select them
+    let approvals = [];
+    await waitFor("approval audit records", async () => (approvals = await lane.audit({ kind: "approval" })).some((e) => e.state === "denied"), 30_000);
+    assert.ok(approvals.every((e) => e.kind === "approval"));
+    assert.ok(approvals.some((e) => e.approval_id === one.a.id && e.state === "allowed"), JSON.stringify(approvals));
+    const denied = await lane.audit({ decision: "deny" });
+    assert.ok(denied.length > 0 && denied.every((e) => e.decision === "deny"), JSON.stringify(denied));
   });
 
   it("logs: console text, other sources, follow streams new output", T, async () => {
