@@ -48,10 +48,6 @@ mkdir -p "$T/home" "$T/ucache" "$T/ref"
 chown "$UID_U:$GID_U" "$T/home" "$T/ucache"
 as_user test -x "$RF" || skip "$U cannot run $RF (checkout not readable by other users)"
 
-# Files owned by subordinate ids are left in $T by failures; remove through
-# the user's namespace before lib.sh's rm -rf.
-on_exit 'setpriv --reuid="$UID_U" --regid="$GID_U" --init-groups env -i PATH=/usr/bin:/bin unshare --user --map-auto --map-root-user -- rm -rf -- "$T/ucache" "$T/home" 2>/dev/null || true'
-
 # A manifest of image $1 (mounted read-only): path type mode uid gid
 # size|target, then device numbers, then sha256 of every regular file.
 MNT=$T/mnt
@@ -64,6 +60,7 @@ manifest() {
      find . -xdev -type f -exec sha256sum {} + | LC_ALL=C sort -k2) >"$2"
     umount "$MNT" || fail "umount $MNT"
 }
+# shellcheck disable=SC2016 # expanded at exit
 on_exit 'umount "$MNT" 2>/dev/null || true'
 # Image $1 built by the user equals $2 built by root ($3 names it).
 same_image() {
@@ -122,6 +119,7 @@ t0=$(now)
 [ "$(as_user "$RF" image minimal 2>/dev/null)" = "$umin" ] || fail "second run gave another path"
 log "  cached in $(elapsed "$t0") s"
 key=$(basename "$umin")
+# shellcheck disable=SC2016 # the inner sh expands them
 as_user unshare --user --map-auto --map-root-user -- sh -c '
     d=$1/tmp/$2.kill9; mkdir -p "$d/root/home/lane/deep" && echo x >"$d/root/home/lane/deep/f" &&
     chown -R 1000:1000 "$d/root/home/lane" && chmod 755 "$d/root/home/lane" "$d/root/home/lane/deep"' \
@@ -199,7 +197,9 @@ LANES_STATE=$T/state
 mkdir -p "$LANES_STATE"
 chown "$UID_U:$GID_U" "$LANES_STATE"
 chmod 700 "$LANES_STATE"
+# shellcheck disable=SC2034 # both used by lanes.sh
 LANESD_WRAP="setpriv --reuid=$UID_U --regid=$GID_U --init-groups --inh-caps=-all env HOME=$T/home LANES_CACHE=$T/ucache"
+# shellcheck disable=SC2034
 LANESD_ARGS="--rootless --kernel $kdir/vmlinuz --initrd $initrd"
 lanes_start
 lanes_image minimal
