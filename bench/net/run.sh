@@ -29,10 +29,10 @@
 #   net_https_download / net_https_upload  intercepted vs direct TLS to the
 #                                          same server, target 2.0x (>= 0.5x)
 #   net_tcp_connect_p50                    connect() to the server's first
-#                                          byte; info in the lane (the
-#                                          guest clock steps 4 ms under TCG),
-#                                          target "netmed adds < 1 ms" on
-#                                          net_host_tcp_connect_p50
+#                                          byte, target "netmed adds < 1 ms"
+#                                          (info if the guest clock is
+#                                          jiffies-based: 4 ms steps); also
+#                                          on net_host_tcp_connect_p50
 #   net_https_connect_p50                  new connection + TLS + GET (info)
 # docs/bench.md ("Network") explains the rows.
 #
