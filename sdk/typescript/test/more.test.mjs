@@ -362,13 +362,19 @@ describe("snapshots, files, network, logs, events, images, stores", { skip }, ()
     await assert.rejects(lane.fork(`${name}-h`, { snapshot: "nope" }), isErr(404));
   });
 
-  it("restore: refused while running, then on the stopped lane; remove snapshots", T, async () => {
+  it("restore: refused while running, then on the stopped lane, then with reboot; remove snapshots", T, async () => {
     await assert.rejects(lane.restore("s1"), isErr(409, "lane_running"));
     await lane.stop();
     await waitFor("a stopped event", () => seen.some((e) => e.kind === "state" && e.state === "stopped"), 30_000);
     const info = await lane.restore("s1");
     assert.equal(info.state, "stopped");
     await lane.boot();
+    assert.equal((await lane.exec(["cat", "/root/m"])).stdout, "one\n");
+    // reboot: stop, restore and boot again in one call
+    await lane.exec(["sh", "-c", "echo three > /root/m && sync"]);
+    const rebooted = await lane.restore("s1", { reboot: true });
+    assert.equal(rebooted.state, "running");
+    assert.equal(lane.state, "running");
     assert.equal((await lane.exec(["cat", "/root/m"])).stdout, "one\n");
     await lane.removeSnapshot("s1");
     assert.ok(!(await lane.snapshots()).some((s) => s.name === "s1"));
