@@ -193,6 +193,8 @@ export interface AuditEntry {
   id: number;
   kind: string;
   ev: string;
+  /** When netmed wrote it (ISO 8601; the since/until filters take unix ms). */
+  ts?: string;
   decision?: string;
   host?: string;
   [field: string]: unknown;
