@@ -23,8 +23,9 @@
  * lives in the same store and is registered in its bucket (disk ref + lane
  * document), so every host that added the store adopts it.  Everything else runs
  * on the loop thread.  A lane has at most one snapshot/restore operation in
- * flight (busy list below).  After a snapshot or lane is removed a GC is
- * scheduled (one at a time; a request during a run queues one more run).
+ * flight (busy list below).  After a snapshot or lane is removed a GC of
+ * its store (local or S3) is scheduled (one at a time; each store queued
+ * at most once).
  */
 #include "lanesd.h"
 
@@ -43,6 +44,7 @@
 #define NBD_TIMEOUT_S 120
 #define RESTORE_STOP_TIMEOUT_MS 30000
 #define LINEAGE_MAX_HOPS 64
+#define GC_QUEUE_MAX 40
 
 typedef struct snap_op snap_op_t;
 typedef void (*snap_op_fn)(snap_op_t *op);
@@ -51,7 +53,8 @@ struct snapshots {
     lanesd_t *d;
     snap_op_t *busy;     /* operations holding a lane */
     int gc_running;
-    int gc_again;
+    store_t *gc_queue[GC_QUEUE_MAX]; /* stores waiting for a background GC (held) */
+    int gc_nqueue;
 };
 
 /* One API operation; lives until it has answered its request. */
@@ -695,7 +698,7 @@ static void h_snapshot_list(http_req_t *req, void *ctx)
         op_queue(op, work_usage, after_usage);
 }
 
-static void gc_schedule(lanesd_t *d);
+static void gc_schedule(lanesd_t *d, store_t *st);
 
 static void work_snapshot_delete(snap_op_t *op)
 {
@@ -724,8 +727,9 @@ static void after_snapshot_delete(snap_op_t *op)
     util_log("lane %s: %s", l ? l->name : op->lane_id, detail);
     http_req_respond_raw(op->req, 204, NULL, NULL, 0);
     lanesd_t *d = op->d;
+    store_t *st = op->st;
     op_free(op);
-    gc_schedule(d);
+    gc_schedule(d, st);
 }
 
 static void h_snapshot_delete(http_req_t *req, void *ctx)
@@ -1097,6 +1101,8 @@ static void work_gc(snap_op_t *op)
         op->result = gc_json(&g, op->gc_opts.dry_run);
 }
 
+static void gc_next(lanesd_t *d);
+
 static void after_gc_auto(snap_op_t *op)
 {
     struct snapshots *c = ctx_of(op->d);
@@ -1110,28 +1116,43 @@ static void after_gc_auto(snap_op_t *op)
         api_stores_hold(op->d, op->st, -1);
     free(op);
     c->gc_running = 0;
-    if (c->gc_again) {
-        c->gc_again = 0;
-        gc_schedule(c->d);
-    }
+    gc_next(c->d);
 }
 
-/* Background GC after deletions (default grace period). */
-static void gc_schedule(lanesd_t *d)
+/* Start the next queued background GC, if none runs. */
+static void gc_next(lanesd_t *d)
 {
     struct snapshots *c = ctx_of(d);
-    if (c->gc_running) {
-        c->gc_again = 1;
+    if (c->gc_running || c->gc_nqueue == 0 || d->shutting_down)
+        return;
+    store_t *st = c->gc_queue[0];
+    memmove(c->gc_queue, c->gc_queue + 1, (size_t)(--c->gc_nqueue) * sizeof(c->gc_queue[0]));
+    snap_op_t *op = calloc(1, sizeof(*op));
+    if (!op) {
+        api_stores_hold(d, st, -1);
         return;
     }
-    snap_op_t *op = calloc(1, sizeof(*op));
-    if (!op)
-        return;
     op->d = d;
-    op->st = d->store;
+    op->st = st;
+    op->held = 1; /* the queue's hold passes to the op */
     op->gc_opts.grace_s = -1;
     c->gc_running = 1;
     op_queue(op, work_gc, after_gc_auto);
+}
+
+/* Background GC of st after deletions in it (default grace period; one at
+ * a time, each store queued at most once; S3 stores are held meanwhile). */
+static void gc_schedule(lanesd_t *d, store_t *st)
+{
+    struct snapshots *c = ctx_of(d);
+    for (int i = 0; i < c->gc_nqueue; i++)
+        if (c->gc_queue[i] == st)
+            return;
+    if (!st || c->gc_nqueue >= GC_QUEUE_MAX)
+        return;
+    api_stores_hold(d, st, 1);
+    c->gc_queue[c->gc_nqueue++] = st;
+    gc_next(d);
 }
 
 /* The store a /v1/store request names (?store=NAME or body "store"; default
@@ -1320,8 +1341,14 @@ int api_snapshots_lane_removed(lanesd_t *d, const char *lane_id, char **err)
 {
     int r = store_disk_delete(api_stores_lane_store(d, lane_id), lane_id, err);
     if (r >= 0 && d->snapshots)
-        gc_schedule(d);
+        gc_schedule(d, d->store);
     return r < 0 ? r : 0;
+}
+
+void api_snapshots_gc_schedule(lanesd_t *d, store_t *st)
+{
+    if (d->snapshots)
+        gc_schedule(d, st);
 }
 
 void api_snapshots_agent_ready(lane_rt_t *l)

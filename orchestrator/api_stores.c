@@ -618,6 +618,7 @@ static void after_lane_remove(stores_job_t *j)
             snprintf(a->removed[i], sizeof(a->removed[i]), "%s", j->lane_id);
             break;
         }
+    api_snapshots_gc_schedule(d, j->st); /* its chunks, once nothing else names them */
     j->again(j->req, d); /* the handler again: forgets the lane here */
 }
 

@@ -249,6 +249,8 @@ void api_snapshots_register(lanesd_t *d);
 void api_snapshots_lineage(const lane_rt_t *l, json_object *o);
 /* Delete the lane's disk and snapshot refs, then schedule a GC. */
 int api_snapshots_lane_removed(lanesd_t *d, const char *lane_id, char **err);
+/* Queue a background GC of st (after deletions in an S3 store). */
+void api_snapshots_gc_schedule(lanesd_t *d, store_t *st);
 /* The agent (re)connected: thaw a guest a dead lanesd left frozen. */
 void api_snapshots_agent_ready(lane_rt_t *l);
 /* Drop every exec session of a lane (lane stopped/failed). */

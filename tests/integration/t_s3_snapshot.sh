@@ -11,6 +11,8 @@
 #     with the data A wrote at the time; snapshot ls on B shows A's
 #     snapshots; B's snapshot + restore of a fork reaches the bucket and A
 #     sees the snapshot; store verify/stats --store on B
+#   - B: rm of a fork removes it from the bucket, a background GC of the S3
+#     store follows, and A forgets the fork
 #   s3rver does not enforce conditional writes: both hosts add the store
 #   with --allow-unenforced-leases and the test moves lanes sequentially
 #   (t_s3_lane.sh covers the refusal without it).
@@ -102,4 +104,14 @@ python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["refs"] >=
 lcb store verify --store sb >"$T/verify-b.txt" || fail "verify on B: $(cat "$T/verify-b.txt")"
 lcb store gc --store nosuch >"$T/gc-no.txt" 2>&1 && fail "gc of an unknown store succeeded"
 grep -q "no available store" "$T/gc-no.txt" || fail "unknown store message: $(cat "$T/gc-no.txt")"
+
+log "host B: rm of a fork leaves the bucket and its store is collected in the background; A forgets it"
+lcb rm f2 >/dev/null || fail "B: rm f2"
+ls3 ls snapt/meta/lanes/ | grep -q "/f2.json" && fail "f2's document is still in the bucket"
+ls3 ls snapt/refs/disk/ | grep -q "$F2" && fail "f2's disk ref is still in the bucket"
+# B's local store is empty: a GC line with refs > 0 is the S3 store's
+wait_for 30 grep -Eq 'store gc: \{ ?"refs": ?[1-9]' "$STATE_B/lanesd.log" ||
+    fail "no background GC of the S3 store on B: $(grep 'store gc' "$STATE_B/lanesd.log")"
+wait_for 20 sh -c "! '$LANES_BUILD/bin/lanectl' --socket '$LANES_SOCKET' ls | grep -q '^f2 '" ||
+    fail "A still lists f2 after B removed it"
 log "ok"
