@@ -122,8 +122,14 @@ assert r.status == 200, "before: %d" % r.status
 sock, here = c.sock, c.sock.getsockname()
 p = socket.create_connection(("198.51.100.2", 8080), timeout=10)
 p.sendall(b"GET /plain1 HTTP/1.1\r\nHost: 198.51.100.2:8080\r\n\r\n")
-got = p.recv(65536)
-assert got.startswith(b"HTTP/1.1 200"), "plain1: %r" % got[:60]
+got = b""
+while b"\r\n\r\n" not in got:           # the whole response, head and body
+    got += p.recv(65536)
+head, body = got.split(b"\r\n\r\n", 1)
+clen = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0])
+while len(body) < clen:
+    body += p.recv(65536)
+assert head.startswith(b"HTTP/1.1 200"), "plain1: %r" % head[:60]
 shutil.copy(new, live)
 out = subprocess.run([netmed, "ctl", ctl, "secrets-reload"], capture_output=True, text=True)
 assert out.returncode == 0 and '"secrets":2' in out.stdout, "reload: %r" % (out,)
