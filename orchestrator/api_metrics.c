@@ -14,6 +14,13 @@
  *                                        lane (guest->internet is "up"), from
  *                                        its audited connections; persists
  *                                        across lanesd restarts
+ *   lanes_store_*_bytes{store="local"}   gauges: logical, unique, physical and
+ *                                        garbage bytes of the local block store
+ *   lanes_store_dedup_ratio, lanes_store_stats_timestamp_seconds
+ *                                        as last measured: a scrape returns
+ *                                        the last stats and refreshes them in
+ *                                        the background when older than 60 s
+ *                                        (absent until the first run ends)
  *
  * Histograms count since lanesd started. State lives in lanesd_t->metrics,
  * created on first use. Threading: the uv loop only.
@@ -185,6 +192,26 @@ static void h_metrics(http_req_t *req, void *ctx)
              "# TYPE lanes_netmed_bytes_total counter\n");
     net_bytes_emit_t ne = {d, &t};
     db_net_bytes_each(d, emit_net_bytes, &ne);
+    store_stats_t ss;
+    int64_t ss_at;
+    if (api_snapshots_store_stats_cached(d, &ss, &ss_at)) {
+        static const char *const names[] = {"logical", "unique", "physical", "garbage"};
+        static const char *const helps[] = {"non-zero bytes the store's refs address (before dedup)",
+                                            "bytes of distinct reachable chunks",
+                                            "bytes of all objects on disk",
+                                            "bytes of objects nothing references (freed by GC)"};
+        uint64_t vals[] = {ss.logical_bytes, ss.unique_bytes, ss.physical_bytes, ss.garbage_bytes};
+        for (size_t i = 0; i < 4; i++)
+            emit(&t, "# HELP lanes_store_%s_bytes Block store: %s.\n# TYPE lanes_store_%s_bytes gauge\n"
+                     "lanes_store_%s_bytes{store=\"local\"} %" PRIu64 "\n",
+                 names[i], helps[i], names[i], names[i], vals[i]);
+        emit(&t, "# HELP lanes_store_dedup_ratio Block store: logical / unique bytes.\n"
+                 "# TYPE lanes_store_dedup_ratio gauge\nlanes_store_dedup_ratio{store=\"local\"} %.4f\n"
+                 "# HELP lanes_store_stats_timestamp_seconds When the store stats above were measured.\n"
+                 "# TYPE lanes_store_stats_timestamp_seconds gauge\n"
+                 "lanes_store_stats_timestamp_seconds{store=\"local\"} %.3f\n",
+             ss.dedup_ratio, (double)ss_at / 1000.0);
+    }
     if (t.oom) {
         free(t.s);
         http_req_respond_error(req, 500, "internal", "out of memory");

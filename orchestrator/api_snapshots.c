@@ -55,6 +55,11 @@ struct snapshots {
     int gc_running;
     store_t *gc_queue[GC_QUEUE_MAX]; /* stores waiting for a background GC (held) */
     int gc_nqueue;
+    /* The local store's last stats, for /metrics (refreshed in the
+     * background when older than STATS_MAX_AGE_MS, and by store stats). */
+    store_stats_t stats;
+    int64_t stats_at_ms;     /* 0: never measured */
+    int stats_running;
 };
 
 /* One API operation; lives until it has answered its request. */
@@ -87,6 +92,7 @@ struct snap_op {
     int nbd_flushed;
     json_object *result;     /* built in the worker (not shared) */
     store_gc_opts_t gc_opts;
+    store_stats_t stats;     /* work_stats */
 };
 
 static struct snapshots *ctx_of(lanesd_t *d)
@@ -1274,13 +1280,67 @@ static void work_stats(snap_op_t *op)
 #undef F
     json_object_object_add(o, "dedup_ratio", json_object_new_double(st.dedup_ratio));
     op->result = o;
+    op->stats = st;
+}
+
+/* Keep what a stats run of the local store measured, for /metrics. */
+static void stats_remember(snap_op_t *op)
+{
+    struct snapshots *c = ctx_of(op->d);
+    if (op->r == 0 && op->result && op->st == op->d->store) {
+        c->stats = op->stats;
+        c->stats_at_ms = util_now_ms();
+    }
+}
+
+static void after_stats(snap_op_t *op)
+{
+    stats_remember(op);
+    after_store_op(op);
+}
+
+static void after_stats_bg(snap_op_t *op)
+{
+    struct snapshots *c = ctx_of(op->d);
+    stats_remember(op);
+    if (op->r < 0)
+        util_log("store stats for metrics: %s", op->msg);
+    if (op->result)
+        json_object_put(op->result);
+    if (op->held)
+        api_stores_hold(op->d, op->st, -1);
+    free(op);
+    c->stats_running = 0;
 }
 
 static void h_store_stats(http_req_t *req, void *ctx)
 {
     snap_op_t *op = op_new(ctx, req, NULL);
     if (op && op_pick_store(op, NULL) == 0)
-        op_queue(op, work_stats, after_store_op);
+        op_queue(op, work_stats, after_stats);
+}
+
+#define STATS_MAX_AGE_MS (60 * 1000)
+
+int api_snapshots_store_stats_cached(lanesd_t *d, store_stats_t *out, int64_t *at_ms)
+{
+    struct snapshots *c = ctx_of(d);
+    if (!c || !d->store)
+        return 0;
+    if (!c->stats_running && !d->shutting_down && util_now_ms() - c->stats_at_ms > STATS_MAX_AGE_MS) {
+        snap_op_t *op = calloc(1, sizeof(*op));
+        if (op) {
+            op->d = d;
+            op->st = d->store;
+            c->stats_running = 1;
+            op_queue(op, work_stats, after_stats_bg);
+        }
+    }
+    if (!c->stats_at_ms)
+        return 0;
+    *out = c->stats;
+    *at_ms = c->stats_at_ms;
+    return 1;
 }
 
 /* ---- lineage, lane removal, agent reconnect ------------------------------------------------ */

@@ -251,6 +251,9 @@ void api_snapshots_lineage(const lane_rt_t *l, json_object *o);
 int api_snapshots_lane_removed(lanesd_t *d, const char *lane_id, char **err);
 /* Queue a background GC of st (after deletions in an S3 store). */
 void api_snapshots_gc_schedule(lanesd_t *d, store_t *st);
+/* The local store's stats as last measured (1) or none yet (0); starts a
+ * background refresh when they are older than a minute. For /metrics. */
+int api_snapshots_store_stats_cached(lanesd_t *d, store_stats_t *out, int64_t *at_ms);
 /* The agent (re)connected: thaw a guest a dead lanesd left frozen. */
 void api_snapshots_agent_ready(lane_rt_t *l);
 /* Drop every exec session of a lane (lane stopped/failed). */

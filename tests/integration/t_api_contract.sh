@@ -119,7 +119,15 @@ call("POST", "/v1/store/gc", body={"dry_run": True}, expect=200)
 st, rtype, data = http(sock, "GET", "/v1/events?since=0&follow=false", timeout=5)
 checked.append("GET /v1/events")
 problems.extend(spec.check("GET", "/v1/events", st, rtype, data.rsplit(b"\n", 1)[0] if st == 200 else data))
-call("GET", "/metrics", expect=200)
+st, text = call("GET", "/metrics", expect=200)
+# store stats (measured by the GET /v1/store/stats above) and netmed bytes
+import re
+text = text.decode() if isinstance(text, bytes) else str(text)
+m = dict(re.findall(r'^lanes_store_(logical|physical|unique)_bytes\{store="local"\} (\d+)$', text, re.M))
+if not (int(m.get("logical", 0)) > 0 and int(m.get("physical", 0)) > 0 and int(m.get("unique", 0)) > 0):
+    problems.append("metrics: store bytes missing or zero: %r" % m)
+if not re.search(r'^lanes_store_dedup_ratio\{store="local"\} [0-9.]+$', text, re.M):
+    problems.append("metrics: no lanes_store_dedup_ratio")
 
 # teardown
 call("DELETE", L, lane(name="ct-fork"), expect=204)
