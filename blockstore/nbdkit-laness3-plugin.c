@@ -25,6 +25,11 @@
  * Threading: NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS, as the local
  * plugin; the backend's threads (uploader, prefetcher, lease renewer) run
  * beside it.
+ *
+ * The parameters, callbacks, errno mapping and status= report it shares
+ * with nbdkit-laneslocal-plugin live in nbdkit-lanes-plugin.c; this file
+ * adds the S3 parameters, the lease, read-ahead and transfer stats (as
+ * lanes_plugin_t hooks) and opens the engine.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,87 +37,50 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-#define NBDKIT_API_VERSION 2
-#include <nbdkit-plugin.h>
-
-#include "store.h"
+#include "nbdkit-lanes-plugin.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS
 
-/* Configuration (set before any connection; read-only afterwards). */
-static const char *cfg_store;
-static char cfg_ref[STORE_REF_NAME_MAX + 16];
+static int laness3_before_write(char **err);
+static void laness3_before_read(uint64_t offset, uint32_t count);
+static void laness3_after_read(void);
+static void stats_write(void);
+
+lanes_plugin_t lanes_plugin = {
+  .name = "laness3",
+  .before_write = laness3_before_write,
+  .before_read = laness3_before_read,
+  .after_read = laness3_after_read,
+  .after_flush = stats_write,
+};
+
+/* S3-only configuration (set before any connection; read-only afterwards). */
 static const char *cfg_holder;
 static const char *cfg_stats;
-static const char *cfg_status;
-static int cfg_readonly;
 static int cfg_lease = 1;
 static int64_t cfg_readahead = 4 * 1024 * 1024;
-static int64_t cfg_dirty_limit;
-static int64_t cfg_cache_bytes;
 
-/* The engine, opened in after_fork, closed in unload. */
-static store_t *g_store;
-static store_disk_t *g_disk;
-static int g_reported;             /* first EIO written to status= */
 static uint64_t g_next_seq;        /* end of the last read */
 static unsigned g_seq_run;         /* consecutive sequential reads */
 static unsigned g_reads;
 
-struct handle {
-  int readonly;
-};
-
-static int set_ref(const char *ns, const char *value)
-{
-  if (cfg_ref[0]) {
-    nbdkit_error("only one of disk=, image= or ref= may be given");
-    return -1;
-  }
-  if (!*value || (ns[0] && strchr(value, '/'))) {
-    nbdkit_error("bad %s name '%s'", ns[0] ? ns : "ref", value);
-    return -1;
-  }
-  snprintf(cfg_ref, sizeof cfg_ref, "%s%s%s", ns, ns[0] ? "/" : "", value);
-  return 0;
-}
-
 static int laness3_config(const char *key, const char *value)
 {
-  int b;
-  if (strcmp(key, "store") == 0) {
-    cfg_store = value;
-  } else if (strcmp(key, "disk") == 0) {
-    return set_ref("disk", value);
-  } else if (strcmp(key, "image") == 0) {
-    return set_ref("image", value);
-  } else if (strcmp(key, "ref") == 0) {
-    return set_ref("", value);
-  } else if (strcmp(key, "holder") == 0) {
+  int b, r = lanes_plugin_config(&lanes_plugin, key, value);
+  if (r != 0)
+    return r == 1 ? 0 : -1;
+  if (strcmp(key, "holder") == 0) {
     cfg_holder = value;
   } else if (strcmp(key, "stats") == 0) {
     cfg_stats = value;
-  } else if (strcmp(key, "status") == 0) {
-    cfg_status = value;
-  } else if (strcmp(key, "readonly") == 0) {
-    if ((b = nbdkit_parse_bool(value)) == -1)
-      return -1;
-    cfg_readonly = b;
   } else if (strcmp(key, "lease") == 0) {
     if ((b = nbdkit_parse_bool(value)) == -1)
       return -1;
     cfg_lease = b;
   } else if (strcmp(key, "readahead") == 0) {
     if ((cfg_readahead = nbdkit_parse_size(value)) == -1)
-      return -1;
-  } else if (strcmp(key, "dirty-limit") == 0) {
-    if ((cfg_dirty_limit = nbdkit_parse_size(value)) == -1)
-      return -1;
-  } else if (strcmp(key, "cache") == 0) {
-    if ((cfg_cache_bytes = nbdkit_parse_size(value)) == -1)
       return -1;
   } else {
     nbdkit_error("unknown parameter '%s'", key);
@@ -123,17 +91,9 @@ static int laness3_config(const char *key, const char *value)
 
 static int laness3_config_complete(void)
 {
-  if (!cfg_store) {
-    nbdkit_error("the store=DIR parameter is required");
+  if (lanes_plugin_config_complete(&lanes_plugin) == -1)
     return -1;
-  }
-  if (!cfg_ref[0]) {
-    nbdkit_error("one of disk=NAME, image=NAME or ref=REF is required");
-    return -1;
-  }
-  if (strncmp(cfg_ref, "disk/", 5) != 0)
-    cfg_readonly = 1;
-  if (!cfg_readonly && cfg_lease && !cfg_holder) {
+  if (!lanes_plugin.readonly && cfg_lease && !cfg_holder) {
     nbdkit_error("holder=HOST-ID is required to write (it names this host "
                  "in the lane's lease); or lease=false for a store only "
                  "this host uses");
@@ -144,22 +104,16 @@ static int laness3_config_complete(void)
 
 #define laness3_config_help \
   "store=DIR            (required) The lanes S3 store directory.\n" \
-  "disk=NAME            Serve ref disk/NAME (read-write).\n" \
-  "image=NAME           Serve ref image/NAME (read-only).\n" \
-  "ref=REF              Serve any ref by full name (read-only unless disk/).\n" \
+  LANES_PLUGIN_CONFIG_HELP \
   "holder=ID            This host's id in the lease (required to write).\n" \
   "lease=BOOL           Take a lease when writing (default true).\n" \
-  "readonly=BOOL        Serve read-only.\n" \
   "readahead=SIZE       Sequential read-ahead window (default 4M, 0 = off).\n" \
-  "stats=FILE           Write S3 transfer counters (JSON) there.\n" \
-  "status=FILE          Append a JSON line here on the first EIO.\n" \
-  "dirty-limit=SIZE     Dirty chunk memory before spilling (default 64M).\n" \
-  "cache=SIZE           Per-disk clean chunk cache (default 64 chunks)."
+  "stats=FILE           Write S3 transfer counters (JSON) there."
 
 static void stats_write(void)
 {
   store_remote_stats_t st;
-  if (!cfg_stats || !g_store || store_remote_stats(g_store, &st) < 0)
+  if (!cfg_stats || !lanes_plugin.st || store_remote_stats(lanes_plugin.st, &st) < 0)
     return;
   char tmp[4096 + 16], body[1024];
   snprintf(tmp, sizeof tmp, "%s.tmp", cfg_stats);
@@ -188,24 +142,15 @@ static int engine_open(store_t **sp, store_disk_t **dp, int for_real)
   char *err = NULL;
   store_t *s = NULL;
   store_disk_t *d = NULL;
-  store_params_t params;
-  int r = store_open(cfg_store, 0, &s, &err);
+  int r = store_open(lanes_plugin.store, 0, &s, &err);
   if (r == 0 && strcmp(store_backend_name(s), "s3") != 0)
     r = -EINVAL, err = strdup("not an S3 store (use nbdkit-laneslocal-plugin)");
   /* (store_open pulled the bucket's refs: other hosts' commits too.) */
-  if (r == 0 && for_real && !cfg_readonly && cfg_lease)
-    r = store_lease_acquire(s, cfg_ref, cfg_holder, 0, &err);
+  if (r == 0 && for_real && !lanes_plugin.readonly && cfg_lease)
+    r = store_lease_acquire(s, lanes_plugin.ref, cfg_holder, 0, &err);
   if (r == 0) {
-    store_get_params(s, &params);
-    store_disk_opts_t opts = {
-      .readonly = cfg_readonly,
-      .dirty_limit = (size_t)cfg_dirty_limit,
-      .cache_chunks = cfg_cache_bytes ? (size_t)cfg_cache_bytes /
-                                          params.chunk_size : 0,
-    };
-    if (cfg_cache_bytes && opts.cache_chunks == 0)
-      opts.cache_chunks = 1;
-    r = store_disk_open(s, cfg_ref, &opts, &d, &err);
+    store_disk_opts_t opts = lanes_plugin_disk_opts(&lanes_plugin, s);
+    r = store_disk_open(s, lanes_plugin.ref, &opts, &d, &err);
   }
   if (r == 0 && for_real)
     r = store_background_start(s, &err);
@@ -240,7 +185,7 @@ static int laness3_get_ready(void)
 
 static int laness3_after_fork(void)
 {
-  return engine_open(&g_store, &g_disk, 1);
+  return engine_open(&lanes_plugin.st, &lanes_plugin.disk, 1);
 }
 
 static void laness3_unload(void)
@@ -248,221 +193,57 @@ static void laness3_unload(void)
   char *err = NULL;
   /* Unflushed writes are discarded, exactly as after a crash; flushed ones
    * are uploaded before the lease goes (local durability). */
-  store_disk_close(g_disk);
-  if (g_store) {
-    int r = store_publish(g_store, &err);
+  store_disk_close(lanes_plugin.disk);
+  if (lanes_plugin.st) {
+    int r = store_publish(lanes_plugin.st, &err);
     if (r < 0) {
       /* Keep the lease: the journal still holds acknowledged data that only
        * this host has; it expires on its own if the host stays away. */
       nbdkit_error("laness3: upload at exit failed, journal kept in %s: %s",
-                   cfg_store, err ? err : strerror(-r));
+                   lanes_plugin.store, err ? err : strerror(-r));
     } else {
       free(err);
       err = NULL;
-      if (store_lease_release(g_store, &err) < 0)
+      if (store_lease_release(lanes_plugin.st, &err) < 0)
         nbdkit_error("laness3: lease release: %s", err ? err : "?");
     }
     free(err);
     stats_write();
   }
-  store_close(g_store);
-}
-
-static void *laness3_open(int readonly)
-{
-  struct handle *h = malloc(sizeof *h);
-  if (!h) {
-    nbdkit_error("malloc: %m");
-    return NULL;
-  }
-  h->readonly = readonly || store_disk_is_readonly(g_disk);
-  return h;
-}
-
-static void laness3_close(void *handle)
-{
-  free(handle);
-}
-
-static int64_t laness3_get_size(void *handle)
-{
-  return (int64_t)store_disk_size(g_disk);
-}
-
-static int laness3_can_write(void *handle)
-{
-  return !((struct handle *)handle)->readonly;
-}
-
-static int laness3_can_flush(void *handle)
-{
-  return 1;
-}
-
-static int laness3_can_fua(void *handle)
-{
-  return NBDKIT_FUA_NATIVE;
-}
-
-static int laness3_can_trim(void *handle)
-{
-  return 1;
-}
-
-static int laness3_can_zero(void *handle)
-{
-  return 1;
-}
-
-static int laness3_can_fast_zero(void *handle)
-{
-  return 1;
-}
-
-static int laness3_can_extents(void *handle)
-{
-  return 1;
-}
-
-static int laness3_can_multi_conn(void *handle)
-{
-  return 1;
-}
-
-/* First EIO of this process: one durable JSON line in the status file (the
- * same contract as nbdkit-laneslocal-plugin's status=: lanesd marks the
- * lane degraded).  Quotes and control characters are dropped. */
-static void report_eio(int errnum, const char *msg)
-{
-  if (!cfg_status || __atomic_exchange_n(&g_reported, 1, __ATOMIC_SEQ_CST))
-    return;
-  char esc[1024], line[1200];
-  size_t o = 0;
-  for (const char *p = msg; *p && o < sizeof esc - 1; p++)
-    if ((unsigned char)*p >= 0x20 && *p != '"' && *p != '\\')
-      esc[o++] = *p;
-  esc[o] = '\0';
-  int n = snprintf(line, sizeof line,
-                   "{\"event\":\"integrity\",\"time\":%lld,\"errno\":%d,"
-                   "\"error\":\"%s\"}\n", (long long)time(NULL), errnum, esc);
-  int fd = open(cfg_status, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-  if (fd == -1)
-    return;
-  if (n > 0 && write(fd, line, (size_t)n) != n)
-    nbdkit_error("laness3: write status file %s: %m", cfg_status);
-  fsync(fd);
-  close(fd);
-}
-
-/* Log the engine's message once and set errno (see the local plugin). */
-static int fail(int r, char *err)
-{
-  nbdkit_error("laness3: %s", err ? err : strerror(-r));
-  report_eio(-r, err ? err : strerror(-r));
-  free(err);
-  switch (-r) {
-  case EIO: case ENOSPC: case ENOMEM: case EINVAL: case EPERM: case EROFS:
-    errno = -r;
-    break;
-  default:
-    errno = EIO;
-  }
-  return -1;
+  store_close(lanes_plugin.st);
 }
 
 /* A writer that lost its lease must not write or commit anything. */
-static int lease_guard(char **err)
+static int laness3_before_write(char **err)
 {
-  return store_lease_ok(g_store, err);
+  return store_lease_ok(lanes_plugin.st, err);
 }
 
-static int laness3_flush(void *handle, uint32_t flags)
+/* Many chunks at once: fetch them in parallel instead of one by one; a run
+ * of sequential reads also reads ahead (growing to readahead=). */
+static void laness3_before_read(uint64_t offset, uint32_t count)
 {
-  char *err = NULL;
-  int r = lease_guard(&err);
-  if (r == 0)
-    r = store_disk_flush(g_disk, &err);
-  stats_write();
-  return r < 0 ? fail(r, err) : 0;
-}
-
-static int laness3_pread(void *handle, void *buf, uint32_t count,
-                         uint64_t offset, uint32_t flags)
-{
-  char *err = NULL;
-  /* Many chunks at once: fetch them in parallel instead of one by one. */
-  store_prefetch(g_store, cfg_ref, offset, count, 1);
-  if (cfg_readahead > 0) {
-    if (offset == g_next_seq) {
-      if (g_seq_run < 16)
-        g_seq_run++;
-      uint64_t win = (uint64_t)count << g_seq_run;
-      if (win > (uint64_t)cfg_readahead)
-        win = (uint64_t)cfg_readahead;
-      if (g_seq_run >= 2)
-        store_prefetch(g_store, cfg_ref, offset + count, win, 0);
-    } else {
-      g_seq_run = 0;
-    }
-    g_next_seq = offset + count;
+  store_prefetch(lanes_plugin.st, lanes_plugin.ref, offset, count, 1);
+  if (cfg_readahead <= 0)
+    return;
+  if (offset == g_next_seq) {
+    if (g_seq_run < 16)
+      g_seq_run++;
+    uint64_t win = (uint64_t)count << g_seq_run;
+    if (win > (uint64_t)cfg_readahead)
+      win = (uint64_t)cfg_readahead;
+    if (g_seq_run >= 2)
+      store_prefetch(lanes_plugin.st, lanes_plugin.ref, offset + count, win, 0);
+  } else {
+    g_seq_run = 0;
   }
-  int r = store_disk_read(g_disk, buf, count, offset, &err);
+  g_next_seq = offset + count;
+}
+
+static void laness3_after_read(void)
+{
   if (++g_reads % 64 == 0)
     stats_write();
-  return r < 0 ? fail(r, err) : 0;
-}
-
-static int laness3_pwrite(void *handle, const void *buf, uint32_t count,
-                          uint64_t offset, uint32_t flags)
-{
-  char *err = NULL;
-  int r = lease_guard(&err);
-  if (r == 0)
-    r = store_disk_write(g_disk, buf, count, offset, &err);
-  if (r == 0 && (flags & NBDKIT_FLAG_FUA))
-    r = store_disk_flush(g_disk, &err);
-  return r < 0 ? fail(r, err) : 0;
-}
-
-static int laness3_zero(void *handle, uint32_t count, uint64_t offset,
-                        uint32_t flags)
-{
-  char *err = NULL;
-  int r = lease_guard(&err);
-  if (r == 0)
-    r = store_disk_zero(g_disk, count, offset, &err);
-  if (r == 0 && (flags & NBDKIT_FLAG_FUA))
-    r = store_disk_flush(g_disk, &err);
-  return r < 0 ? fail(r, err) : 0;
-}
-
-/* Trim = zero: a trimmed range must not resurrect old data later. */
-static int laness3_trim(void *handle, uint32_t count, uint64_t offset,
-                        uint32_t flags)
-{
-  return laness3_zero(handle, count, offset, flags);
-}
-
-static int laness3_extents(void *handle, uint32_t count, uint64_t offset,
-                           uint32_t flags, struct nbdkit_extents *extents)
-{
-  uint64_t end = offset + count;
-  while (offset < end) {
-    uint64_t len;
-    int zero;
-    char *err = NULL;
-    int r = store_disk_extent(g_disk, offset, end - offset, &len, &zero, &err);
-    if (r < 0)
-      return fail(r, err);
-    if (nbdkit_add_extent(extents, offset, len,
-                          zero ? NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO : 0)
-        == -1)
-      return -1;
-    offset += len;
-    if (flags & NBDKIT_FLAG_REQ_ONE)
-      break;
-  }
-  return 0;
 }
 
 static struct nbdkit_plugin plugin = {
@@ -475,24 +256,7 @@ static struct nbdkit_plugin plugin = {
   .get_ready = laness3_get_ready,
   .after_fork = laness3_after_fork,
   .unload = laness3_unload,
-  .open = laness3_open,
-  .close = laness3_close,
-  .get_size = laness3_get_size,
-  .can_write = laness3_can_write,
-  .can_flush = laness3_can_flush,
-  .can_fua = laness3_can_fua,
-  .can_trim = laness3_can_trim,
-  .can_zero = laness3_can_zero,
-  .can_fast_zero = laness3_can_fast_zero,
-  .can_extents = laness3_can_extents,
-  .can_multi_conn = laness3_can_multi_conn,
-  .pread = laness3_pread,
-  .pwrite = laness3_pwrite,
-  .flush = laness3_flush,
-  .trim = laness3_trim,
-  .zero = laness3_zero,
-  .extents = laness3_extents,
-  .errno_is_preserved = 1,
+  LANES_PLUGIN_CALLBACKS,
 };
 
 NBDKIT_REGISTER_PLUGIN(plugin)
