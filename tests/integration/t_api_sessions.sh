@@ -1,7 +1,7 @@
 #!/bin/sh
 # Persistent named shell sessions (GET /v1/lanes/{name}/shell?session=S,
 # GET/DELETE /v1/lanes/{name}/sessions) against a real lane, with an
-# independent WebSocket client (python3, raw socket, written here):
+# independent WebSocket client (tests/integration/wsclient.py):
 #  - a session keeps cwd, environment and background jobs across a dropped
 #    client; reattaching replays its recent output first (the ring is
 #    bounded: 64 KiB, and the newest bytes are the ones kept);
@@ -18,119 +18,22 @@ set -eu
 need_cmd python3
 
 test_tmpdir
+PYTHONPATH="$(cd "$(dirname "$0")" && pwd)"
+export PYTHONPATH
 cat >"$T/sess.py" <<'PY'
 import base64, json, os, re, socket, struct, sys, time
 
 SOCK = sys.argv[1]
 
+from openapi_contract import http as _http
+from wsclient import WS as _WS
+
 def http(method, path):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(60)
-    s.connect(SOCK)
-    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: lanes\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".encode())
-    data = b""
-    while True:
-        d = s.recv(65536)
-        if not d:
-            break
-        data += d
-    s.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = int(head.split()[1])
-    if b"chunked" in head.lower():
-        out, rest = b"", body
-        while rest:
-            n, _, rest = rest.partition(b"\r\n")
-            n = int(n, 16)
-            if n == 0:
-                break
-            out, rest = out + rest[:n], rest[n + 2:]
-        body = out
+    status, _, body = _http(SOCK, method, path, timeout=60)
     return status, (json.loads(body) if body.strip() else None)
 
-class WS:
-    def __init__(self, path):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.settimeout(90)
-        self.s.connect(SOCK)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.s.sendall((f"GET {path} HTTP/1.1\r\nHost: lanes\r\nUpgrade: websocket\r\n"
-                        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                        "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-        self.buf = b""
-        while b"\r\n\r\n" not in self.buf:
-            d = self.s.recv(4096)
-            if not d:
-                raise SystemExit("EOF during handshake: %r" % self.buf)
-            self.buf += d
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        self.status = int(head.split()[1])
-        self.head = head.decode()
-        self.body = self.buf
-        self.out = b""
-        self.ctls = []
-
-    def send(self, op, data):
-        if isinstance(data, str):
-            data = data.encode()
-        mask = os.urandom(4)
-        n = len(data)
-        h = bytes([0x80 | op])
-        if n < 126: h += bytes([0x80 | n])
-        elif n < 65536: h += bytes([0x80 | 126]) + struct.pack(">H", n)
-        else: h += bytes([0x80 | 127]) + struct.pack(">Q", n)
-        self.s.sendall(h + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
-
-    def stdin(self, text): self.send(2, text)
-
-    def _need(self, n):
-        while len(self.buf) < n:
-            d = self.s.recv(65536)
-            if not d:
-                raise EOFError()
-            self.buf += d
-        r, self.buf = self.buf[:n], self.buf[n:]
-        return r
-
-    def frame(self):
-        b0, b1 = self._need(2)
-        assert not (b1 & 0x80), "server frame masked"
-        n = b1 & 0x7f
-        if n == 126: n = struct.unpack(">H", self._need(2))[0]
-        elif n == 127: n = struct.unpack(">Q", self._need(8))[0]
-        return b0 & 0x0f, self._need(n)
-
-    def started(self):
-        op, d = self.frame()
-        m = json.loads(d)
-        assert op == 1 and m["type"] == "started", (op, d)
-        return m
-
-    def until(self, needle, timeout=90):
-        end = time.time() + timeout
-        while needle.encode() not in self.out:
-            if time.time() > end:
-                raise SystemExit("timeout waiting for %r; output so far %r" % (needle, self.out[-500:]))
-            op, d = self.frame()
-            if op == 2: self.out += d
-            elif op == 1: self.ctls.append(json.loads(d))
-            elif op == 8: raise SystemExit("closed while waiting for %r: %r; output %r" % (needle, d, self.out[-500:]))
-
-    def until_close(self):
-        """Read to the close frame; returns (last control message, close code)."""
-        last = None
-        while True:
-            op, d = self.frame()
-            if op == 2: self.out += d
-            elif op == 1: last = json.loads(d); self.ctls.append(last)
-            elif op == 8:
-                code = struct.unpack(">H", d[:2])[0] if len(d) >= 2 else 1005
-                try: self.send(8, d[:2])
-                except OSError: pass
-                return last, code
-
-    def drop(self):
-        self.s.close()  # no close frame: a client that went away
+def WS(path):
+    return _WS(SOCK, path, timeout=90)
 
 def sessions(lane):
     st, body = http("GET", f"/v1/lanes/{lane}/sessions")

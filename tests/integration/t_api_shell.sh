@@ -1,6 +1,7 @@
 #!/bin/sh
 # Interactive shells over WebSocket against a real lane, with an independent
-# WebSocket client (python3, raw socket, written here — not lanesd's code):
+# WebSocket client (tests/integration/wsclient.py: python3, raw socket, not
+# lanesd's code):
 # PTY size and resize, TERM, Ctrl-C through the PTY, exit status and the
 # close handshake, attach to an exec session with stdin, SIGHUP when the
 # socket goes away, protocol errors; then `lanectl shell` under a real PTY.
@@ -14,93 +15,10 @@ test_tmpdir
 cat >"$T/ws.py" <<'EOF'
 import base64, json, os, socket, struct, sys, time
 
-class WS:
-    def __init__(self, sock_path, path):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.settimeout(60)
-        self.s.connect(sock_path)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.s.sendall((f"GET {path} HTTP/1.1\r\nHost: lanes\r\nUpgrade: websocket\r\n"
-                        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                        "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-        self.buf = b""
-        while b"\r\n\r\n" not in self.buf:
-            d = self.s.recv(4096)
-            if not d:
-                raise SystemExit("EOF during handshake: %r" % self.buf)
-            self.buf += d
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        self.status = int(head.split()[1])
-        self.head = head.decode()
-        if self.status == 101:
-            import hashlib
-            want = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
-            assert ("Sec-WebSocket-Accept: " + want) in self.head, self.head
-        self.out = b""
-
-    def send(self, op, data):
-        if isinstance(data, str):
-            data = data.encode()
-        mask = os.urandom(4)
-        n = len(data)
-        h = bytes([0x80 | op])
-        if n < 126: h += bytes([0x80 | n])
-        elif n < 65536: h += bytes([0x80 | 126]) + struct.pack(">H", n)
-        else: h += bytes([0x80 | 127]) + struct.pack(">Q", n)
-        self.s.sendall(h + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
-
-    def ctl(self, **kw): self.send(1, json.dumps(kw))
-    def stdin(self, text): self.send(2, text)
-
-    def _need(self, n):
-        while len(self.buf) < n:
-            d = self.s.recv(65536)
-            if not d:
-                raise EOFError()
-            self.buf += d
-        r, self.buf = self.buf[:n], self.buf[n:]
-        return r
-
-    def frame(self):
-        b0, b1 = self._need(2)
-        assert not (b1 & 0x80), "server frame masked"
-        n = b1 & 0x7f
-        if n == 126: n = struct.unpack(">H", self._need(2))[0]
-        elif n == 127: n = struct.unpack(">Q", self._need(8))[0]
-        return b0 & 0x0f, self._need(n)
-
-    def until(self, needle, timeout=60):
-        """Read until needle shows up in the output; returns control messages seen."""
-        end = time.time() + timeout
-        ctls = []
-        while needle.encode() not in self.out:
-            if time.time() > end:
-                raise SystemExit("timeout waiting for %r; output so far %r" % (needle, self.out[-500:]))
-            op, d = self.frame()
-            if op == 2: self.out += d
-            elif op == 1: ctls.append(json.loads(d))
-            elif op == 8: raise SystemExit("closed while waiting for %r: %r; output %r" % (needle, d, self.out[-500:]))
-        return ctls
-
-    def until_exit(self):
-        """Read to the exit message and the close frame; returns (exit message, close code)."""
-        ex = None
-        while True:
-            op, d = self.frame()
-            if op == 2: self.out += d
-            elif op == 1:
-                m = json.loads(d)
-                if m["type"] in ("exit", "error"): ex = m
-            elif op == 8:
-                code = struct.unpack(">H", d[:2])[0] if len(d) >= 2 else 1005
-                self.send(8, d[:2])
-                return ex, code
+from wsclient import WS
 
 def started(ws):
-    op, d = ws.frame()
-    m = json.loads(d)
-    assert op == 1 and m["type"] == "started", (op, d)
-    return m["id"]
+    return ws.started()["id"]
 
 sock, scenario = sys.argv[1], sys.argv[2]
 lane = sys.argv[3] if len(sys.argv) > 3 else "sh"
@@ -170,20 +88,20 @@ lc create sh --image minimal --disk 1 >/dev/null
 lc boot sh >/dev/null
 
 log "shell: PTY size, resize, TERM, Ctrl-C, 200 KB burst, exit status"
-python3 "$T/ws.py" "$LANES_SOCKET" shell sh || fail "shell scenario"
+PYTHONPATH="$(dirname "$0")" python3 "$T/ws.py" "$LANES_SOCKET" shell sh || fail "shell scenario"
 
 log "errors: unknown lane/exec, bad control message"
-python3 "$T/ws.py" "$LANES_SOCKET" errors sh || fail "errors scenario"
+PYTHONPATH="$(dirname "$0")" python3 "$T/ws.py" "$LANES_SOCKET" errors sh || fail "errors scenario"
 
 log "attach to an exec session with stdin"
 api POST /v1/lanes/sh/execs -H 'Content-Type: application/json' \
     -d '{"argv":["sh","-c","read x; echo got $x; exit 3"],"stdin":true}' >"$T/exec.json"
 [ "$API_STATUS" = 201 ] || fail "create exec: $API_STATUS $(cat "$T/exec.json")"
 id=$(json_field id <"$T/exec.json")
-python3 "$T/ws.py" "$LANES_SOCKET" attach sh "$id" || fail "attach scenario"
+PYTHONPATH="$(dirname "$0")" python3 "$T/ws.py" "$LANES_SOCKET" attach sh "$id" || fail "attach scenario"
 
 log "a dropped client hangs up its shell"
-pid=$(python3 "$T/ws.py" "$LANES_SOCKET" hangup sh) || fail "hangup scenario"
+pid=$(PYTHONPATH="$(dirname "$0")" python3 "$T/ws.py" "$LANES_SOCKET" hangup sh) || fail "hangup scenario"
 [ -n "$pid" ] || fail "no shell pid"
 gone() { ! lc exec sh -- kill -0 "$pid" 2>/dev/null; }
 wait_for 20 gone || fail "shell $pid still running after its WebSocket dropped"
