@@ -105,11 +105,12 @@ static void on_put_room(agent_xfer_t *x, void *ud)
     put_pump(ud);
 }
 
-static void on_put_client_gone(http_req_t *req, void *ud)
+/* The client went away mid-transfer: cancel it (an upload's guest side
+ * discards its temporary file). */
+static void on_client_gone(http_req_t *req, void *ud)
 {
     file_xfer_t *f = ud;
     (void)req;
-    /* Abort: the guest discards its temporary file. */
     f->client_gone = 1;
     if (f->x)
         agent_xfer_cancel(f->x);
@@ -169,7 +170,7 @@ static void h_file_put(http_req_t *req, void *ctx)
         return;
     }
     l->transfers++;
-    http_req_on_close(req, on_put_client_gone, f);
+    http_req_on_close(req, on_client_gone, f);
     static const http_body_callbacks_t bcbs = {on_put_data, on_put_end};
     http_req_body_read_start(req, &bcbs, f);
 }
@@ -211,15 +212,6 @@ static void on_get_drain(http_req_t *req, void *ud)
 {
     (void)req;
     get_ack(ud);
-}
-
-static void on_get_client_gone(http_req_t *req, void *ud)
-{
-    file_xfer_t *f = ud;
-    (void)req;
-    f->client_gone = 1;
-    if (f->x)
-        agent_xfer_cancel(f->x);
 }
 
 static void on_get_done(agent_xfer_t *x, int err, const char *msg, void *ud)
@@ -269,7 +261,7 @@ static void h_file_get(http_req_t *req, void *ctx)
         return;
     }
     l->transfers++;
-    http_req_on_close(req, on_get_client_gone, f);
+    http_req_on_close(req, on_client_gone, f);
     http_req_on_drain(req, on_get_drain, f);
 }
 
