@@ -68,20 +68,7 @@ PIDS=()   # processes started directly (the twin VM's qemu and nbdkit)
 LANES=()  # lanes created in our lanesd
 LANES_IDS=()
 
-lc() { "$BIN/lanectl" --socket "$SOCK" "$@"; }
-lane_field() { lc inspect "$1" | python3 -c 'import json,sys; v=json.load(sys.stdin).get(sys.argv[1]); print("" if v is None else v)' "$2"; }
-
-# Pids whose command line mentions our state dir's lane $1 (found, not guessed).
-lane_pids() {
-    local f pid
-    for f in /proc/[0-9]*/cmdline; do
-        [ -r "$f" ] || continue
-        pid=${f#/proc/}; pid=${pid%/cmdline}
-        if tr '\0' ' ' 2>/dev/null <"$f" | grep -q -- "$STATE/lanes/$1/"; then
-            echo "$pid"
-        fi
-    done
-}
+. "$ROOT/bench/lib.sh"   # lc, lane_field, lane_pids, row
 
 cleanup() {
     local rc=$? l p
@@ -107,19 +94,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# row NAME UNIT OURS BASELINE TARGET_MAX_RATIO DETAIL_JSON
-row() {
-    python3 - "$@" >>"$ROWS" <<'EOF'
-import json, sys
-name, unit, ours, base, target, detail = sys.argv[1:7]
-print(json.dumps({"name": name, "unit": unit,
-                  "ours": float(ours) if ours else None,
-                  "baseline": float(base) if base else None,
-                  "target_max_ratio": float(target) if target else None,
-                  "detail": json.loads(detail)}))
-EOF
-}
 
 # ------------------------------------------------------------------ setup ----
 say "artifacts (cached under $LANES_CACHE)"

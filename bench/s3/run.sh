@@ -54,8 +54,7 @@ ROWS=$W/rows.jsonl
 LANESD_PID="" PROXY_PID=""
 LANES=()
 
-lc() { "$BIN/lanectl" --socket "$SOCK" "$@"; }
-lane_field() { lc inspect "$1" | python3 -c 'import json,sys; v=json.load(sys.stdin).get(sys.argv[1]); print("" if v is None else v)' "$2"; }
+. "$ROOT/bench/lib.sh"   # lc, lane_field, lane_pids, row
 
 cleanup() {
     local rc=$? l
@@ -73,19 +72,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# row NAME UNIT OURS BASELINE TARGET_MAX_RATIO DETAIL_JSON
-row() {
-    python3 - "$@" >>"$ROWS" <<'EOF'
-import json, sys
-name, unit, ours, base, target, detail = sys.argv[1:7]
-print(json.dumps({"name": name, "unit": unit,
-                  "ours": float(ours) if ours else None,
-                  "baseline": float(base) if base else None,
-                  "target_max_ratio": float(target) if target else None,
-                  "detail": json.loads(detail)}))
-EOF
-}
 
 # ------------------------------------------------------------------ setup ----
 mkdir -p "$W/s3" "$STATE"
