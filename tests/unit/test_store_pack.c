@@ -34,96 +34,13 @@
 #define NCH 64u
 #define DSIZE (NCH * CS)
 
-struct fixture {
-  char dir[64];
-  char store[96];
-  store_t *s;
-};
-
-static int rm_cb(const char *path, const struct stat *sb, int flag,
-                 struct FTW *ftw)
-{
-  return remove(path);
-}
-
-static int setup(void **state)
-{
-  struct fixture *f = calloc(1, sizeof *f);
-  char *err = NULL;
-  snprintf(f->dir, sizeof f->dir, "/tmp/test_store_pack.XXXXXX");
-  assert_non_null(mkdtemp(f->dir));
-  snprintf(f->store, sizeof f->store, "%s/store", f->dir);
-  store_params_t p = { CS, 4 };
-  assert_int_equal(store_create(f->store, &p, &err), 0);
-  assert_int_equal(store_open(f->store, 0, &f->s, &err), 0);
-  *state = f;
-  return 0;
-}
-
-static int teardown(void **state)
-{
-  struct fixture *f = *state;
-  store_close(f->s);
-  nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-  free(f);
-  return 0;
-}
+#define STORE_FIXTURE_NAME "test_store_pack"
+#include "store_fixture.h"
 
 static void fill(uint8_t *p, size_t n, unsigned *seed)
 {
   for (size_t i = 0; i < n; i++)
     p[i] = (uint8_t)(rand_r(seed) >> 7);
-}
-
-static void import_image(struct fixture *f, const char *name,
-                         const uint8_t *data, size_t size)
-{
-  char path[160], *err = NULL;
-  snprintf(path, sizeof path, "%s/%s.raw", f->dir, name);
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  assert_true(fd >= 0);
-  assert_int_equal(write(fd, data, size), (ssize_t)size);
-  close(fd);
-  if (store_image_import(f->s, name, path, NULL, NULL, &err) < 0)
-    fail_msg("import: %s", err);
-}
-
-static store_disk_t *dopen(store_t *s, const char *ref, size_t dirty_limit)
-{
-  store_disk_t *d = NULL;
-  char *err = NULL;
-  store_disk_opts_t o = { .dirty_limit = dirty_limit, .cache_chunks = 2 };
-  if (store_disk_open(s, ref, &o, &d, &err) < 0)
-    fail_msg("open %s: %s", ref, err);
-  return d;
-}
-
-static void dwrite(store_disk_t *d, const void *buf, size_t len, uint64_t off)
-{
-  char *err = NULL;
-  if (store_disk_write(d, buf, len, off, &err) < 0)
-    fail_msg("write: %s", err);
-}
-
-static void dflush(store_disk_t *d)
-{
-  char *err = NULL;
-  if (store_disk_flush(d, &err) < 0)
-    fail_msg("flush: %s", err);
-}
-
-static void check_ref(store_t *s, const char *ref, const uint8_t *model)
-{
-  uint8_t *buf = malloc(DSIZE);
-  char *err = NULL;
-  store_disk_t *d = dopen(s, ref, 0);
-  if (store_disk_read(d, buf, DSIZE, 0, &err) < 0)
-    fail_msg("read %s: %s", ref, err);
-  for (size_t i = 0; i < DSIZE; i++)
-    if (buf[i] != model[i])
-      fail_msg("%s: mismatch at byte %zu", ref, i);
-  store_disk_close(d);
-  free(buf);
 }
 
 static void check_verify_clean(store_t *s)
