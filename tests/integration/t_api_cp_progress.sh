@@ -17,7 +17,9 @@ lc boot cp >/dev/null
 
 head -c 24000000 /dev/urandom >"$T/big"
 mkdir -p "$T/dir/sub"
-head -c 12000000 /dev/urandom >"$T/dir/sub/a"
+# Big enough that each tar transfer outlasts the first redraw (125 ms) even
+# on a fast, quiet machine: a transfer that ends sooner rightly draws nothing.
+head -c 48000000 /dev/urandom >"$T/dir/sub/a"
 echo small >"$T/dir/b"
 
 # run_tty OUT ARGS...: lanectl ARGS with stderr on a PTY; its stderr bytes go to OUT
