@@ -3,51 +3,66 @@
  * State of an open disk:
  *   map     the working manifest (map.c), loaded from the ref's root; it
  *           also holds the ids of chunks spilled since the last commit
- *   dirty   written chunks not yet turned into objects, keyed by chunk index
- *           (bounded by dirty_limit bytes; over the bound they are spilled:
- *           written as unsynced objects and entered into the map)
+ *   stage   written chunks not yet turned into objects: whole chunks in
+ *           slots of an unlinked scratch file in the store directory
+ *           (O_TMPFILE), found through a table chunk index -> slot.  Up to
+ *           dirty_limit bytes are staged; beyond that the staged chunks are
+ *           spilled: hashed, written as unsynced objects, entered into the
+ *           map, and the stage emptied
  *   cache   a small LRU of verified clean chunk contents, keyed by object id
  *
- * Reads look at dirty first, then map -> object (SHA-256 verified on every
- * fetch from the backend; a mismatch or a missing object is -EIO).  Writes
- * are read-modify-write into dirty chunks.  A whole-chunk zero/trim sets the
- * map entry to the zero id directly.
+ * Why a file: staged data lives in the page cache, which the kernel bounds
+ * and reclaims (no resident memory of ours grows with it), and hashing is
+ * deferred to the commit, so a chunk overwritten many times between two
+ * FLUSHes is hashed and stored once, and a write to a staged chunk is one
+ * pwrite at its place — as cheap as a write to a raw file.  The stage is
+ * process-private scratch: nothing in it is durable or visible to any other
+ * process, and it vanishes with the process (a crash then loses exactly the
+ * unflushed writes, as NBD allows).
  *
- * Commit (store_disk_flush): spill every dirty chunk, write the changed map
- * pages, sync the backend once, then compare-and-swap the ref (root, size,
- * generation) in one SQLite transaction.  Until that transaction commits
- * nothing of the new state is visible through the ref; a crash at any point
- * leaves the previous generation intact plus unreferenced objects.
+ * Reads look at the stage first, then map -> object (SHA-256 verified on
+ * every fetch from the backend; a mismatch or a missing object is -EIO).
+ * The first write to a chunk stages all of it: a partial write merges the
+ * chunk's current content (read-modify-write); a whole-chunk write needs no
+ * read.  A whole-chunk zero/trim sets the map entry to the zero id directly
+ * and drops the chunk from the stage.
+ *
+ * Commit (store_disk_flush): spill the stage (its slots read back in
+ * batches and hashed on several threads), empty the stage file (so a
+ * syncfs() does not write it back), write the changed map pages, sync the
+ * backend once, then compare-and-swap the ref (root, size, generation) in
+ * one SQLite transaction.  Until that transaction commits nothing of the
+ * new state is visible through the ref; a crash at any point leaves the
+ * previous generation intact plus unreferenced objects.
  *
  * GC safety: from the first put() after a commit until the next commit the
  * disk holds a pending session (store_pending_begin), so GC keeps every
  * object it wrote or reused meanwhile even though no ref names them yet.
  *
- * Threading: disk->lock serializes every public call on one disk.  A
- * writable disk has one background spiller thread (dirty_bg_main) that
- * hashes and stores a batch of dirty chunks outside the lock once they
- * reach half the dirty limit; chunks of that batch are immutable (a write
- * to one continues on a copy).  A synchronous spill (commit, or the dirty
- * limit reached) first waits for that batch, then hashes and writes while
- * holding the lock.  Both use up to SPILL_THREADS short-lived threads.
+ * Threading: disk->lock serializes every public call on one disk (stage
+ * reads and writes are page-cache copies, so the lock is held briefly; the
+ * plugin's socket I/O runs outside it).  A spill hashes on up to
+ * SPILL_THREADS short-lived threads while holding the lock.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "store-internal.h"
 
-#define DISK_DEFAULT_DIRTY_LIMIT (64u * 1024 * 1024)
+#define DISK_DEFAULT_DIRTY_LIMIT (4ull * 1024 * 1024 * 1024)
 #define DISK_DEFAULT_CACHE_CHUNKS 64u
+#define SLOT_FREE UINT64_MAX
+/* Chunks read back and hashed per round of a spill. */
+#define SPILL_BATCH 256u
 
-struct dchunk {
+struct schunk {
   uint64_t idx;
-  uint8_t *data;            /* chunk_size bytes */
-  struct dchunk *next;      /* hash chain */
-  int spilling;             /* in the background batch: data is immutable */
-  int detached;             /* spilling, but superseded and out of the table:
-                               the spiller frees it and records nothing */
+  uint64_t slot;            /* file offset = slot * chunk size */
+  struct schunk *next;      /* hash chain */
 };
 
 struct cchunk {
@@ -67,71 +82,219 @@ struct store_disk {
   int changed;              /* anything written since the last commit */
   int pending;              /* holds a pending session (see above) */
 
-  struct dchunk **buckets;
+  /* The stage (see above). */
+  int stage_fd;             /* -1 until the first write */
+  struct schunk **buckets;
   size_t nbuckets;
-  size_t ndirty;
-  size_t dirty_limit;
+  size_t nstaged;           /* chunks in the table */
+  uint64_t *slot_idx;       /* slot -> chunk index, or SLOT_FREE */
+  size_t nslots;            /* slots ever used since the stage was emptied */
+  size_t slots_cap;
+  uint64_t *free_slots;     /* freed slots below nslots, reused first */
+  size_t nfree;
+  uint64_t dirty_limit;     /* staged bytes before a spill */
+  uint8_t *scratch;         /* one chunk: merging a partial write */
 
   struct cchunk *cache;
   size_t ncache;
   uint64_t clock;
 
-  /* Background spiller (writable disks): see dirty_bg_main. */
-  pthread_cond_t cond;      /* with lock: batch done / work / stop */
-  pthread_t bg;
-  int bg_running;           /* thread started */
-  int bg_stop;
-  int bg_busy;              /* a batch is being written outside the lock */
-  int bg_failed;            /* last batch failed: no retry before a flush */
-  size_t nspilling;         /* chunks of the table in the current batch */
-  size_t bg_threshold;      /* bytes of not-yet-spilling dirty chunks */
-
   pthread_mutex_t lock;
 };
 
-/* ---- dirty table ---- */
+/* ---- stage file I/O ---- */
 
-static size_t dirty_bucket(const store_disk_t *d, uint64_t idx)
+static int io_full(int fd, int write, void *buf, size_t len, uint64_t off)
 {
-  return (size_t)((idx * 0x9E3779B97F4A7C15ull) >> 32) % d->nbuckets;
+  uint8_t *p = buf;
+  while (len) {
+    ssize_t n = write ? pwrite(fd, p, len, (off_t)off)
+                      : pread(fd, p, len, (off_t)off);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    if (n == 0) {           /* a read past the end: a hole never written */
+      memset(p, 0, len);
+      return 0;
+    }
+    p += n;
+    off += (uint64_t)n;
+    len -= (size_t)n;
+  }
+  return 0;
 }
 
-static struct dchunk *dirty_find(const store_disk_t *d, uint64_t idx)
+static int stage_io_err(store_disk_t *d, int r, int write, char **err)
 {
-  for (struct dchunk *c = d->buckets[dirty_bucket(d, idx)]; c; c = c->next)
+  /* A full store filesystem is ENOSPC to the client; any other failure of
+   * the scratch file is an I/O error. */
+  return store_err(err, r == -ENOSPC ? ENOSPC : EIO, "%s: %s the stage file: %s",
+                   d->ref, write ? "writing" : "reading", strerror(-r));
+}
+
+/* Consecutive pieces of one request that are also consecutive in the stage
+ * file and in the caller's buffer go out as one pread/pwrite. */
+struct iorun {
+  uint64_t off;
+  uint8_t *buf;
+  size_t len;
+};
+
+static int run_flush(store_disk_t *d, struct iorun *run, int write, char **err)
+{
+  if (!run->len)
+    return 0;
+  int r = io_full(d->stage_fd, write, run->buf, run->len, run->off);
+  run->len = 0;
+  return r < 0 ? stage_io_err(d, r, write, err) : 0;
+}
+
+static int run_add(store_disk_t *d, struct iorun *run, int write, uint64_t off,
+                   uint8_t *buf, size_t len, char **err)
+{
+  if (run->len && run->off + run->len == off && run->buf + run->len == buf) {
+    run->len += len;
+    return 0;
+  }
+  int r = run_flush(d, run, write, err);
+  *run = (struct iorun){ off, buf, len };
+  return r;
+}
+
+static int stage_open(store_disk_t *d, char **err)
+{
+  if (d->stage_fd >= 0)
+    return 0;
+  const char *dir = d->store->dir;
+  int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+    /* A filesystem without O_TMPFILE: a named file, unlinked at once. */
+    char *path;
+    if (asprintf(&path, "%s/.stage-XXXXXX", dir) < 0)
+      return store_err(err, ENOMEM, "out of memory");
+    fd = mkostemp(path, O_CLOEXEC);
+    if (fd >= 0)
+      unlink(path);
+    free(path);
+  }
+  if (fd < 0)
+    return store_err(err, errno == ENOSPC ? ENOSPC : EIO,
+                     "%s: cannot create the stage file in %s: %s", d->ref,
+                     dir, strerror(errno));
+  d->stage_fd = fd;
+  return 0;
+}
+
+/* ---- stage table ---- */
+
+static size_t stage_bucket(size_t nbuckets, uint64_t idx)
+{
+  return (size_t)((idx * 0x9E3779B97F4A7C15ull) >> 29) % nbuckets;
+}
+
+static struct schunk *stage_find(const store_disk_t *d, uint64_t idx)
+{
+  for (struct schunk *c = d->buckets[stage_bucket(d->nbuckets, idx)]; c;
+       c = c->next)
     if (c->idx == idx)
       return c;
   return NULL;
 }
 
-/* Drop idx from the table.  A chunk the background batch is writing is
- * only detached (the spiller owns and frees it). */
-static void dirty_remove(store_disk_t *d, uint64_t idx)
+/* Table grows with the number of staged chunks (chains stay short). */
+static int stage_rehash(store_disk_t *d)
 {
-  struct dchunk **pp = &d->buckets[dirty_bucket(d, idx)];
+  size_t nb = d->nbuckets * 4 + 1;
+  struct schunk **b = calloc(nb, sizeof *b);
+  if (!b)
+    return -ENOMEM;
+  for (size_t i = 0; i < d->nbuckets; i++)
+    while (d->buckets[i]) {
+      struct schunk *c = d->buckets[i];
+      d->buckets[i] = c->next;
+      size_t k = stage_bucket(nb, c->idx);
+      c->next = b[k];
+      b[k] = c;
+    }
+  free(d->buckets);
+  d->buckets = b;
+  d->nbuckets = nb;
+  return 0;
+}
+
+/* A free slot for a new staged chunk (not yet in the table). */
+static int slot_alloc(store_disk_t *d, uint64_t *slot, char **err)
+{
+  if (d->nfree) {
+    *slot = d->free_slots[--d->nfree];
+    return 0;
+  }
+  if (d->nslots == d->slots_cap) {
+    size_t cap = d->slots_cap ? d->slots_cap * 2 : 256;
+    uint64_t *si = realloc(d->slot_idx, cap * sizeof *si);
+    if (!si)
+      return store_err(err, ENOMEM, "out of memory");
+    d->slot_idx = si;
+    uint64_t *fs = realloc(d->free_slots, cap * sizeof *fs);
+    if (!fs)
+      return store_err(err, ENOMEM, "out of memory");
+    d->free_slots = fs;
+    d->slots_cap = cap;
+  }
+  d->slot_idx[d->nslots] = SLOT_FREE;
+  *slot = d->nslots++;
+  return 0;
+}
+
+static void slot_release(store_disk_t *d, uint64_t slot)
+{
+  d->slot_idx[slot] = SLOT_FREE;
+  d->free_slots[d->nfree++] = slot;   /* cap >= nslots > nfree */
+}
+
+static int stage_insert(store_disk_t *d, uint64_t idx, uint64_t slot,
+                        char **err)
+{
+  if (d->nstaged >= d->nbuckets * 2 && stage_rehash(d) < 0)
+    return store_err(err, ENOMEM, "out of memory");
+  struct schunk *c = malloc(sizeof *c);
+  if (!c)
+    return store_err(err, ENOMEM, "out of memory");
+  size_t b = stage_bucket(d->nbuckets, idx);
+  *c = (struct schunk){ .idx = idx, .slot = slot, .next = d->buckets[b] };
+  d->buckets[b] = c;
+  d->slot_idx[slot] = idx;
+  d->nstaged++;
+  return 0;
+}
+
+static void stage_remove(store_disk_t *d, uint64_t idx)
+{
+  struct schunk **pp = &d->buckets[stage_bucket(d->nbuckets, idx)];
   for (; *pp; pp = &(*pp)->next)
     if ((*pp)->idx == idx) {
-      struct dchunk *c = *pp;
+      struct schunk *c = *pp;
       *pp = c->next;
-      d->ndirty--;
-      if (c->spilling) {
-        c->detached = 1;
-        d->nspilling--;
-      } else {
-        free(c->data);
-        free(c);
-      }
+      slot_release(d, c->slot);
+      d->nstaged--;
+      free(c);
       return;
     }
 }
 
-/* Wait until no background batch is in flight (caller holds d->lock);
- * afterwards no chunk of the table is spilling until the lock is
- * released. */
-static void dirty_wait_bg(store_disk_t *d)
+/* Once nothing is staged: give the file's blocks and page cache back (the
+ * dirty pages are dropped, never written back) and restart at slot 0. */
+static int stage_reset(store_disk_t *d, char **err)
 {
-  while (d->bg_busy)
-    pthread_cond_wait(&d->cond, &d->lock);
+  if (d->nstaged)
+    return 0;
+  d->nslots = d->nfree = 0;
+  if (d->stage_fd >= 0 && ftruncate(d->stage_fd, 0) < 0)
+    return store_err(err, EIO, "%s: emptying the stage file: %s", d->ref,
+                     strerror(errno));
+  return 0;
 }
 
 static int disk_pending(store_disk_t *d, char **err)
@@ -144,16 +307,13 @@ static int disk_pending(store_disk_t *d, char **err)
   return r;
 }
 
-static void cache_adopt(store_disk_t *d, const store_id_t *id,
-                        uint8_t **data);
-
-/* One spill worker's share: hash and put every nth dirty chunk from first.
+/* One spill worker's share: hash and put every nth chunk from first.
  * Objects are independent and the backend's put() is thread-safe, so the
- * expensive part of a commit (SHA-256 + one file per chunk) runs on several
+ * expensive part of a spill (SHA-256 + the append) runs on several
  * threads; the map is updated afterwards on the caller's thread. */
 struct spill_job {
   store_disk_t *d;
-  struct dchunk **chunks;
+  uint8_t *const *data;
   store_id_t *ids;
   int *done;                /* per chunk: 1 = put (or zero), 0 = not */
   size_t n, first, step;
@@ -166,14 +326,14 @@ static void *spill_worker(void *arg)
   struct spill_job *j = arg;
   store_t *s = j->d->store;
   for (size_t i = j->first; i < j->n; i += j->step) {
-    struct dchunk *c = j->chunks[i];
+    const uint8_t *data = j->data[i];
     memset(&j->ids[i], 0, sizeof j->ids[i]);
-    if (!store_buf_is_zero(c->data, j->d->cs)) {
-      store_hash(c->data, j->d->cs, &j->ids[i]);
-      int r = s->ops->put(s->be, &j->ids[i], c->data, j->d->cs, &j->err);
+    if (!store_buf_is_zero(data, j->d->cs)) {
+      store_hash(data, j->d->cs, &j->ids[i]);
+      int r = s->ops->put(s->be, &j->ids[i], data, j->d->cs, &j->err);
       if (r < 0) {
         j->r = r;
-        return NULL;    /* the rest of this share stays dirty */
+        return NULL;    /* the rest of this share stays staged */
       }
     }
     j->done[i] = 1;
@@ -184,10 +344,9 @@ static void *spill_worker(void *arg)
 #define SPILL_THREADS 4
 #define SPILL_MIN_PER_THREAD 8
 
-/* Hash and put chunks[0..n) on up to SPILL_THREADS threads; done[i] = 1
- * for each one stored.  Touches neither the table nor the map, so it runs
- * with or without d->lock (the chunks' data must not change meanwhile). */
-static int spill_batch(store_disk_t *d, struct dchunk **chunks, size_t n,
+/* Hash and put data[0..n) (chunk_size bytes each) on up to SPILL_THREADS
+ * threads; done[i] = 1 for each one stored. */
+static int spill_batch(store_disk_t *d, uint8_t *const *data, size_t n,
                        store_id_t *ids, int *done, char **err)
 {
   int r = 0;
@@ -200,7 +359,7 @@ static int spill_batch(store_disk_t *d, struct dchunk **chunks, size_t n,
   pthread_t tids[SPILL_THREADS];
   int started[SPILL_THREADS] = {0};
   for (size_t t = 0; t < nthreads; t++)
-    jobs[t] = (struct spill_job){ .d = d, .chunks = chunks, .ids = ids,
+    jobs[t] = (struct spill_job){ .d = d, .data = data, .ids = ids,
                                   .done = done, .n = n, .first = t,
                                   .step = nthreads };
   /* Worker 0 runs here; a thread that cannot be created is run inline. */
@@ -223,124 +382,64 @@ static int spill_batch(store_disk_t *d, struct dchunk **chunks, size_t n,
   return r;
 }
 
-/* Write every dirty chunk as an object (unsynced), record it in the map and
- * drop it from the table.  On failure the chunks not written stay dirty.
- * Waits for a background batch first. */
-static int dirty_spill(store_disk_t *d, char **err)
+/* Turn every staged chunk into an object (unsynced), record it in the map
+ * and drop it from the stage; then empty the stage file.  Slots are read
+ * back in file order, SPILL_BATCH chunks per round.  On failure the chunks
+ * not yet stored stay staged. */
+static int stage_spill(store_disk_t *d, char **err)
 {
   int r = 0;
-  dirty_wait_bg(d);
-  if (!d->ndirty)
-    return 0;
+  if (!d->nstaged)
+    return stage_reset(d, err);
   if ((r = disk_pending(d, err)) < 0)
     return r;
-  size_t n = 0;
-  struct dchunk **chunks = malloc(d->ndirty * sizeof *chunks);
-  store_id_t *ids = malloc(d->ndirty * sizeof *ids);
-  int *done = calloc(d->ndirty, sizeof *done);
-  if (!chunks || !ids || !done) {
+  uint8_t *buf = malloc((size_t)SPILL_BATCH * d->cs);
+  uint8_t **data = malloc(SPILL_BATCH * sizeof *data);
+  uint64_t *idxs = malloc(SPILL_BATCH * sizeof *idxs);
+  store_id_t *ids = malloc(SPILL_BATCH * sizeof *ids);
+  int *done = malloc(SPILL_BATCH * sizeof *done);
+  if (!buf || !data || !idxs || !ids || !done) {
     r = store_err(err, ENOMEM, "out of memory");
     goto out;
   }
-  for (size_t b = 0; b < d->nbuckets; b++)
-    for (struct dchunk *c = d->buckets[b]; c; c = c->next)
-      chunks[n++] = c;
-  r = spill_batch(d, chunks, n, ids, done, err);
-  /* Enter what was written into the map and drop it from the table. */
-  for (size_t i = 0; i < n; i++) {
-    if (!done[i])
-      continue;
-    int r2 = map_set(d->map, chunks[i]->idx, &ids[i], err);
-    if (r2 < 0) {
-      r = r2;
-      break;
+  for (uint64_t slot = 0; slot < d->nslots && r == 0;) {
+    /* Gather up to SPILL_BATCH used slots; read each run of consecutive
+     * ones with one pread. */
+    size_t n = 0;
+    struct iorun run = {0};
+    for (; slot < d->nslots && n < SPILL_BATCH; slot++) {
+      if (d->slot_idx[slot] == SLOT_FREE)
+        continue;
+      data[n] = buf + (size_t)n * d->cs;
+      idxs[n] = d->slot_idx[slot];
+      if ((r = run_add(d, &run, 0, slot * d->cs, data[n], d->cs, err)) < 0)
+        goto out;
+      n++;
     }
-    if (!store_id_is_zero(&ids[i]))
-      cache_adopt(d, &ids[i], &chunks[i]->data);
-    dirty_remove(d, chunks[i]->idx);
+    if ((r = run_flush(d, &run, 0, err)) < 0)
+      goto out;
+    memset(done, 0, n * sizeof *done);
+    r = spill_batch(d, data, n, ids, done, err);
+    for (size_t i = 0; i < n; i++) {
+      if (!done[i])
+        continue;
+      int r2 = map_set(d->map, idxs[i], &ids[i], err);
+      if (r2 < 0) {
+        r = r2;
+        break;
+      }
+      stage_remove(d, idxs[i]);
+    }
   }
+  if (r == 0)
+    r = stage_reset(d, err);
 out:
-  free(chunks);
+  free(buf);
+  free(data);
+  free(idxs);
   free(ids);
   free(done);
   return r;
-}
-
-/* The background spiller.  Once the dirty chunks not yet being written
- * reach bg_threshold bytes it takes all of them as one batch, marks them
- * spilling and writes them outside d->lock (readers still find them in the
- * table; a writer replaces a spilling chunk by a copy and detaches it, see
- * dirty_get), then enters the batch into the map under the lock.  One
- * batch at a time, and dirty_spill waits for it, so map updates of one
- * chunk index happen in write order.  A failed batch leaves its chunks
- * dirty; the next flush retries them synchronously and reports the error. */
-static void *dirty_bg_main(void *arg)
-{
-  store_disk_t *d = arg;
-  pthread_mutex_lock(&d->lock);
-  for (;;) {
-    while (!d->bg_stop &&
-           (d->bg_failed || (d->ndirty - d->nspilling) * (uint64_t)d->cs <
-                            d->bg_threshold || !d->ndirty))
-      pthread_cond_wait(&d->cond, &d->lock);
-    if (d->bg_stop)
-      break;
-    char *err = NULL;
-    size_t n = 0, cap = d->ndirty;
-    struct dchunk **chunks = malloc(cap * sizeof *chunks);
-    store_id_t *ids = malloc(cap * sizeof *ids);
-    int *done = calloc(cap, sizeof *done);
-    if (!chunks || !ids || !done || disk_pending(d, &err) < 0) {
-      d->bg_failed = 1;
-      free(chunks);
-      free(ids);
-      free(done);
-      free(err);
-      continue;
-    }
-    for (size_t b = 0; b < d->nbuckets; b++)
-      for (struct dchunk *c = d->buckets[b]; c; c = c->next) {
-        c->spilling = 1;
-        chunks[n++] = c;
-      }
-    d->nspilling = n;
-    d->bg_busy = 1;
-    pthread_mutex_unlock(&d->lock);
-
-    int r = spill_batch(d, chunks, n, ids, done, &err);
-
-    pthread_mutex_lock(&d->lock);
-    for (size_t i = 0; i < n; i++) {
-      struct dchunk *c = chunks[i];
-      if (c->detached) {         /* superseded meanwhile: nothing to record */
-        free(c->data);
-        free(c);
-        continue;
-      }
-      c->spilling = 0;
-      d->nspilling--;
-      if (!done[i])
-        continue;
-      int r2 = map_set(d->map, c->idx, &ids[i], &err);
-      if (r2 < 0) {
-        r = r2;
-        continue;                /* stays dirty */
-      }
-      if (!store_id_is_zero(&ids[i]))
-        cache_adopt(d, &ids[i], &c->data);
-      dirty_remove(d, c->idx);
-    }
-    if (r < 0)
-      d->bg_failed = 1;
-    free(err);
-    free(chunks);
-    free(ids);
-    free(done);
-    d->bg_busy = 0;
-    pthread_cond_broadcast(&d->cond);
-  }
-  pthread_mutex_unlock(&d->lock);
-  return NULL;
 }
 
 /* ---- clean chunk cache ---- */
@@ -362,19 +461,6 @@ static struct cchunk *cache_victim(store_disk_t *d)
     if (d->cache[i].used < v->used)
       v = &d->cache[i];
   return v;
-}
-
-/* A chunk just spilled is as good as a verified read (its id was hashed
- * from these bytes): swap its buffer into the cache, so that a partial
- * write to it soon after does not read and hash it back. */
-static void cache_adopt(store_disk_t *d, const store_id_t *id, uint8_t **data)
-{
-  struct cchunk *v = cache_victim(d);
-  uint8_t *old = v->data;
-  v->data = *data;
-  *data = old;
-  v->id = *id;
-  v->used = ++d->clock;
 }
 
 /* Current committed-or-spilled content of chunk idx: *data = NULL means all
@@ -430,8 +516,8 @@ int store_disk_open(store_t *s, const char *refname,
   if (!d)
     return store_err(err, ENOMEM, "out of memory");
   pthread_mutex_init(&d->lock, NULL);
-  pthread_cond_init(&d->cond, NULL);
   d->store = s;
+  d->stage_fd = -1;
   snprintf(d->ref, sizeof d->ref, "%s", refname);
   d->readonly = (opts && opts->readonly) || strncmp(refname, "disk/", 5) != 0;
   d->size = ref.size;
@@ -443,10 +529,11 @@ int store_disk_open(store_t *s, const char *refname,
     d->dirty_limit = d->cs;
   d->ncache = opts && opts->cache_chunks ? opts->cache_chunks
                                          : DISK_DEFAULT_CACHE_CHUNKS;
-  d->nbuckets = d->dirty_limit / d->cs * 2 + 1;
+  d->nbuckets = 1021;
   d->buckets = calloc(d->nbuckets, sizeof *d->buckets);
   d->cache = calloc(d->ncache, sizeof *d->cache);
-  if (!d->buckets || !d->cache) {
+  d->scratch = malloc(d->cs);
+  if (!d->buckets || !d->cache || !d->scratch) {
     store_disk_close(d);
     return store_err(err, ENOMEM, "out of memory");
   }
@@ -459,15 +546,6 @@ int store_disk_open(store_t *s, const char *refname,
     store_disk_close(d);
     return r;
   }
-  /* Background spilling starts at half the dirty limit, so writes keep
-   * being absorbed while a batch is hashed and stored.  Without the thread
-   * every spill is synchronous (as with a read-only disk, which never
-   * spills). */
-  d->bg_threshold = d->dirty_limit / 2;
-  if (d->bg_threshold < d->cs)
-    d->bg_threshold = d->cs;
-  if (!d->readonly)
-    d->bg_running = pthread_create(&d->bg, NULL, dirty_bg_main, d) == 0;
   *out = d;
   return 0;
 }
@@ -476,23 +554,19 @@ void store_disk_close(store_disk_t *d)
 {
   if (!d)
     return;
-  if (d->bg_running) {
-    /* The thread finishes its batch (if any) before it looks at bg_stop. */
-    pthread_mutex_lock(&d->lock);
-    d->bg_stop = 1;
-    pthread_cond_broadcast(&d->cond);
-    pthread_mutex_unlock(&d->lock);
-    pthread_join(d->bg, NULL);
-  }
   if (d->buckets)
     for (size_t b = 0; b < d->nbuckets; b++)
       while (d->buckets[b]) {
-        struct dchunk *c = d->buckets[b];
+        struct schunk *c = d->buckets[b];
         d->buckets[b] = c->next;
-        free(c->data);
         free(c);
       }
   free(d->buckets);
+  free(d->slot_idx);
+  free(d->free_slots);
+  free(d->scratch);
+  if (d->stage_fd >= 0)
+    close(d->stage_fd);     /* unlinked: its blocks go with it */
   if (d->cache)
     for (size_t i = 0; i < d->ncache; i++)
       free(d->cache[i].data);
@@ -500,7 +574,6 @@ void store_disk_close(store_disk_t *d)
   map_free(d->map);
   if (d->pending)
     store_pending_end(d->store);
-  pthread_cond_destroy(&d->cond);
   pthread_mutex_destroy(&d->lock);
   free(d);
 }
@@ -539,6 +612,7 @@ int store_disk_read(store_disk_t *d, void *buf, size_t count, uint64_t offset,
                     char **err)
 {
   int r;
+  struct iorun run = {0};
   pthread_mutex_lock(&d->lock);
   if ((r = disk_check_range(d, count, offset, 0, err)) < 0)
     goto out;
@@ -547,85 +621,78 @@ int store_disk_read(store_disk_t *d, void *buf, size_t count, uint64_t offset,
     uint64_t idx = offset / d->cs;
     size_t coff = (size_t)(offset % d->cs);
     size_t n = d->cs - coff < count ? d->cs - coff : count;
-    struct dchunk *c = dirty_find(d, idx);
-    const uint8_t *src;
-    if (c)
-      src = c->data;
-    else if ((r = chunk_fetch(d, idx, &src, err)) < 0)
-      goto out;
-    if (src)
-      memcpy(p, src + coff, n);
-    else
-      memset(p, 0, n);
+    struct schunk *c = stage_find(d, idx);
+    if (c) {
+      if ((r = run_add(d, &run, 0, c->slot * d->cs + coff, p, n, err)) < 0)
+        goto out;
+    } else {
+      const uint8_t *src;
+      if ((r = chunk_fetch(d, idx, &src, err)) < 0)
+        goto out;
+      if (src)
+        memcpy(p, src + coff, n);
+      else
+        memset(p, 0, n);
+    }
     p += n;
     offset += n;
     count -= n;
   }
+  r = run_flush(d, &run, 0, err);
 out:
   pthread_mutex_unlock(&d->lock);
   return r;
 }
 
-/* Dirty chunk for idx, created from the current content if needed.  With
- * whole != 0 the caller overwrites all of it, so nothing is read. */
-static int dirty_get(store_disk_t *d, uint64_t idx, int whole,
-                     struct dchunk **out, char **err)
+/* Stage chunk idx, which is not staged yet, with n bytes at coff taken
+ * from p (NULL: zeros) and the rest from its current content. */
+static int stage_new(store_disk_t *d, uint64_t idx, const uint8_t *p,
+                     size_t coff, size_t n, struct iorun *run, char **err)
 {
-  struct dchunk *c = dirty_find(d, idx);
-  if (c && c->spilling) {
-    /* The background batch is writing c: continue on a copy and detach c
-     * (the batch then records nothing for it). */
-    struct dchunk *n = malloc(sizeof *n);
-    if (!n || !(n->data = malloc(d->cs))) {
-      free(n);
-      return store_err(err, ENOMEM, "out of memory");
-    }
-    if (!whole)
-      memcpy(n->data, c->data, d->cs);
-    n->idx = idx;
-    n->spilling = n->detached = 0;
-    struct dchunk **pp = &d->buckets[dirty_bucket(d, idx)];
-    while (*pp != c)
-      pp = &(*pp)->next;
-    n->next = c->next;
-    *pp = n;
-    c->detached = 1;
-    d->nspilling--;
-    *out = n;
-    return 0;
-  }
-  if (c) {
-    *out = c;
-    return 0;
-  }
-  const uint8_t *cur = NULL;
+  uint64_t slot = 0;
   int r;
-  if (!whole && (r = chunk_fetch(d, idx, &cur, err)) < 0)
+  if ((r = stage_open(d, err)) < 0 || (r = slot_alloc(d, &slot, err)) < 0)
     return r;
-  c = malloc(sizeof *c);
-  if (!c || !(c->data = malloc(d->cs))) {
-    free(c);
-    return store_err(err, ENOMEM, "out of memory");
+  if (p && n == d->cs) {
+    /* A whole chunk: nothing to read, and no copy (the write may join the
+     * neighbours' in one pwrite). */
+    if ((r = run_add(d, run, 1, slot * d->cs, (uint8_t *)p, n, err)) < 0)
+      goto fail;
+  } else {
+    const uint8_t *cur = NULL;
+    if ((r = chunk_fetch(d, idx, &cur, err)) < 0)
+      goto fail;
+    if (cur)
+      memcpy(d->scratch, cur, d->cs);
+    else
+      memset(d->scratch, 0, d->cs);
+    if (p)
+      memcpy(d->scratch + coff, p, n);
+    else
+      memset(d->scratch + coff, 0, n);
+    r = io_full(d->stage_fd, 1, d->scratch, d->cs, slot * d->cs);
+    if (r < 0) {
+      r = stage_io_err(d, r, 1, err);
+      goto fail;
+    }
   }
-  if (cur)
-    memcpy(c->data, cur, d->cs);
-  else if (!whole)
-    memset(c->data, 0, d->cs);
-  c->idx = idx;
-  c->spilling = c->detached = 0;
-  size_t b = dirty_bucket(d, idx);
-  c->next = d->buckets[b];
-  d->buckets[b] = c;
-  d->ndirty++;
-  *out = c;
+  if ((r = stage_insert(d, idx, slot, err)) < 0)
+    goto fail;
   return 0;
+fail:
+  slot_release(d, slot);
+  return r;
 }
 
-/* Common body of write (buf != NULL) and zero (buf == NULL). */
+/* Common body of write (buf != NULL) and zero (buf == NULL).  A failed
+ * request leaves its range unspecified, as NBD allows (a chunk is staged
+ * before a coalesced write of it fails), never the rest of the disk. */
 static int disk_update(store_disk_t *d, const void *buf, size_t count,
                        uint64_t offset, char **err)
 {
+  static const uint8_t zeros[4096];
   int r;
+  struct iorun run = {0};
   pthread_mutex_lock(&d->lock);
   if ((r = disk_check_range(d, count, offset, 1, err)) < 0)
     goto out;
@@ -635,37 +702,45 @@ static int disk_update(store_disk_t *d, const void *buf, size_t count,
     size_t coff = (size_t)(offset % d->cs);
     size_t n = d->cs - coff < count ? d->cs - coff : count;
     d->changed = 1;
+    struct schunk *c = stage_find(d, idx);
     if (!buf && n == d->cs) {
       store_id_t zero;
       memset(&zero, 0, sizeof zero);
-      dirty_remove(d, idx);
+      if ((r = run_flush(d, &run, 1, err)) < 0)
+        goto out;
+      if (c)
+        stage_remove(d, idx);
       if ((r = map_set(d->map, idx, &zero, err)) < 0)
         goto out;
-    } else {
-      struct dchunk *c = NULL;
-      if ((r = dirty_get(d, idx, n == d->cs, &c, err)) < 0)
+    } else if (c && buf) {
+      if ((r = run_add(d, &run, 1, c->slot * d->cs + coff, (uint8_t *)p, n,
+                       err)) < 0)
         goto out;
-      if (buf)
-        memcpy(c->data + coff, p, n);
-      else
-        memset(c->data + coff, 0, n);
+    } else if (c) {                       /* zero part of a staged chunk */
+      for (size_t z = 0; z < n;) {
+        size_t k = n - z < sizeof zeros ? n - z : sizeof zeros;
+        r = io_full(d->stage_fd, 1, (void *)zeros, k, c->slot * d->cs + coff + z);
+        if (r < 0) {
+          r = stage_io_err(d, r, 1, err);
+          goto out;
+        }
+        z += k;
+      }
+    } else if ((r = stage_new(d, idx, p, coff, n, &run, err)) < 0) {
+      goto out;
     }
     if (p)
       p += n;
     offset += n;
     count -= n;
   }
-  if ((uint64_t)d->ndirty * d->cs > d->dirty_limit) {
-    /* Over the bound: let a running batch finish, then spill the rest
-     * here if still needed. */
-    dirty_wait_bg(d);
-    if ((uint64_t)d->ndirty * d->cs > d->dirty_limit)
-      r = dirty_spill(d, err);
-  } else if (d->bg_running && !d->bg_busy && !d->bg_failed &&
-             (uint64_t)d->ndirty * d->cs >= d->bg_threshold) {
-    pthread_cond_broadcast(&d->cond);
-  }
+  if ((r = run_flush(d, &run, 1, err)) < 0)
+    goto out;
+  if ((uint64_t)d->nstaged * d->cs > d->dirty_limit)
+    r = stage_spill(d, err);
 out:
+  if (r < 0)
+    run_flush(d, &run, 1, NULL);
   pthread_mutex_unlock(&d->lock);
   return r;
 }
@@ -699,12 +774,11 @@ int store_disk_extent(store_disk_t *d, uint64_t offset, uint64_t count,
     uint64_t pos = offset + done, idx = pos / d->cs;
     uint64_t n = d->cs - pos % d->cs;
     int z;
-    struct dchunk *c = dirty_find(d, idx);
-    if (c) {
+    if (stage_find(d, idx)) {
       z = 0;
     } else {
       uint64_t run;
-      if ((r = map_zero_run(d->map, idx, d->ndirty ? 1 : UINT64_MAX / d->cs,
+      if ((r = map_zero_run(d->map, idx, d->nstaged ? 1 : UINT64_MAX / d->cs,
                             &run, err)) < 0)
         goto out;
       z = run > 0;
@@ -730,10 +804,9 @@ int store_disk_flush(store_disk_t *d, char **err)
   store_id_t root;
   int r = 0;
   pthread_mutex_lock(&d->lock);
-  d->bg_failed = 0;     /* the background may try again after a flush */
   if (d->readonly || !d->changed)
     goto out;
-  if ((r = dirty_spill(d, err)) < 0 ||
+  if ((r = stage_spill(d, err)) < 0 ||
       (r = disk_pending(d, err)) < 0 ||
       (r = map_write(d->map, &root, err)) < 0 ||
       (r = s->ops->sync(s->be, err)) < 0 ||

@@ -7,8 +7,9 @@
  * same state and a FLUSH on any connection commits the writes of all of
  * them (which is what makes can_multi_conn safe to advertise).
  *
- * Threading: NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS — one request at a
- * time across all connections (first cut; the engine also locks itself).
+ * Threading: NBDKIT_THREAD_MODEL_PARALLEL — nbdkit's socket I/O and request
+ * handling of all connections run in parallel; the engine serializes its
+ * own state under one lock (disk.c).
  *
  * Integrity reporting: with status=PATH, the first request that fails with
  * EIO (a missing, corrupt or unreadable object, or an I/O error of the
@@ -34,7 +35,7 @@
 
 #include "nbdkit-lanes-plugin.h"
 
-#define THREAD_MODEL NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
 lanes_plugin_t lanes_plugin = {.name = "laneslocal"};
 

@@ -22,9 +22,11 @@
  * first; sequential reads trigger read-ahead of up to readahead= bytes
  * (default 4M) in a background thread.
  *
- * Threading: NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS, as the local
- * plugin; the backend's threads (uploader, prefetcher, lease renewer) run
- * beside it.
+ * Threading: NBDKIT_THREAD_MODEL_SERIALIZE_ALL_REQUESTS (the local plugin
+ * is parallel): the read-ahead detector below keeps unlocked state across
+ * requests, and a request's time is dominated by the bucket, not by nbdkit.
+ * The backend's threads (uploader, prefetcher, lease renewer) run beside
+ * it.
  *
  * The parameters, callbacks, errno mapping and status= report it shares
  * with nbdkit-laneslocal-plugin live in nbdkit-lanes-plugin.c; this file

@@ -75,8 +75,9 @@ typedef enum store_sync_mode {
 
 typedef struct store_disk_opts {
   int readonly;
-  size_t dirty_limit;    /* bytes of dirty chunks kept in memory before they
-                            are spilled to (uncommitted) objects; 0 = 64 MiB */
+  size_t dirty_limit;    /* bytes of written chunks kept in the disk's stage
+                            file (page cache, not heap) before they are
+                            spilled to (uncommitted) objects; 0 = 4 GiB */
   size_t cache_chunks;   /* verified clean chunks kept in an LRU; 0 = 64 */
 } store_disk_opts_t;
 

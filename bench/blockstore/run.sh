@@ -19,6 +19,8 @@
 #   BENCH_STORE_GIB   GiB written before the snapshot measurements
 #                     (default "1 8"; e.g. "1" to shrink)
 #   BENCH_OUT         JSON output (default BUILD_DIR/bench-blockstore.json)
+#   BENCH_TESTS       the fio tests, NAME:RW:BS:IODEPTH (default: all six;
+#                     the table needs all six)
 #   BENCH_PLUGIN_ARGS extra laneslocal parameters (e.g. "cache=64M")
 #   BENCH_TMP         scratch dir (default a new dir in /var/tmp: needs
 #                     about max(BENCH_STORE_GIB) + 3 GiB)
@@ -117,8 +119,8 @@ print("%.1f %.0f" % (side["bw_bytes"] / 1048576.0, side["iops"]))
 EOF
 }
 
-TESTS="seq-read:read:1M:1 seq-write:write:1M:1 rand-read-qd1:randread:4k:1 rand-read-qd8:randread:4k:8
-rand-write-qd1:randwrite:4k:1 rand-write-qd8:randwrite:4k:8"
+TESTS=${BENCH_TESTS:-"seq-read:read:1M:1 seq-write:write:1M:1 rand-read-qd1:randread:4k:1 rand-read-qd8:randread:4k:8
+rand-write-qd1:randwrite:4k:1 rand-write-qd8:randwrite:4k:8"}
 
 : >"$W/results.txt"
 # Rounds interleave the targets test by test, so that load from elsewhere on

@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -654,12 +656,12 @@ static void test_default_store_reopen(void **state)
   free(err);
 }
 
-/* The background spiller: with a dirty limit of 4 chunks it writes batches
- * while writes, zeroes and reads go on, so writes land on chunks that are
- * being spilled (copy-on-write) and whole-chunk zeroes drop them (detach).
- * Every read must match the model, and so must the disk after flushes at
- * random points and a reopen. */
-static void test_background_spill_model(void **state)
+/* The stage under churn: with a dirty limit of 4 chunks (of 12) it spills
+ * often, while writes, partial and whole-chunk zeroes (which unstage and
+ * free slots that later writes reuse) and reads go on.  Every read must
+ * match the model, and so must the disk after flushes at random points and
+ * a reopen. */
+static void test_stage_spill_model(void **state)
 {
   struct fixture *f = *state;
   const size_t nchunks = 12, size = nchunks * CS;
@@ -704,6 +706,128 @@ static void test_background_spill_model(void **state)
   store_disk_close(d);
   free(model);
   free(buf);
+}
+
+/* Names of every file under dir (recursively), sorted, one per line. */
+static char *list_tree(const char *dir)
+{
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "cd '%s' && find . | LC_ALL=C sort", dir);
+  FILE *p = popen(cmd, "r");
+  assert_non_null(p);
+  char *out = calloc(1, 65536);
+  size_t n = fread(out, 1, 65535, p);
+  out[n] = 0;
+  pclose(p);
+  return out;
+}
+
+/* Writes are staged, not hashed: a chunk rewritten 200 times between two
+ * flushes is stored once, so the commit leaves no garbage objects, and the
+ * last content wins. */
+static void test_stage_rewrites_hashed_once(void **state)
+{
+  struct fixture *f = *state;
+  char *err = NULL;
+  uint8_t buf[CS];
+  make_empty_image(f, "e", 16 * CS);
+  assert_int_equal(store_disk_create(f->s, "d", "image/e", 0, &err), 0);
+  store_disk_t *d = disk_open(f, "disk/d", 0);
+  for (int i = 0; i < 200; i++) {
+    memset(buf, i + 1, CS);
+    assert_int_equal(store_disk_write(d, buf, CS, 3 * CS, &err), 0);
+    /* partial rewrites of another chunk, unaligned */
+    assert_int_equal(store_disk_write(d, buf, 100, 7 * CS + 33 + (size_t)i, &err), 0);
+  }
+  assert_int_equal(store_disk_flush(d, &err), 0);
+  store_stats_t st;
+  assert_int_equal(store_stats(f->s, &st, &err), 0);
+  assert_int_equal(st.unique_chunks, 2);
+  assert_int_equal(st.garbage_objects, 0);
+  store_disk_close(d);
+  d = disk_open(f, "disk/d", 0);
+  assert_int_equal(store_disk_read(d, buf, CS, 3 * CS, &err), 0);
+  for (size_t i = 0; i < CS; i++)
+    assert_int_equal(buf[i], 200);
+  assert_int_equal(store_disk_read(d, buf, 1, 7 * CS + 33 + 199 + 99, &err), 0);
+  assert_int_equal(buf[0], 200);
+  assert_int_equal(store_disk_read(d, buf, 1, 7 * CS + 32, &err), 0);
+  assert_int_equal(buf[0], 0);
+  store_disk_close(d);
+}
+
+/* The stage is process-private scratch: while writes are staged (and after
+ * a close without flush) nothing new is visible in the store directory,
+ * and the unflushed writes are gone. */
+static void test_stage_private(void **state)
+{
+  struct fixture *f = *state;
+  char *err = NULL;
+  uint8_t buf[3 * CS];
+  make_empty_image(f, "e", 16 * CS);
+  assert_int_equal(store_disk_create(f->s, "d", "image/e", 0, &err), 0);
+  char *before = list_tree(f->store);
+  store_disk_t *d = disk_open(f, "disk/d", 0);
+  memset(buf, 0x5a, sizeof buf);
+  for (int i = 0; i < 5; i++)
+    assert_int_equal(store_disk_write(d, buf, sizeof buf, (uint64_t)i * 3 * CS + 7, &err), 0);
+  char *during = list_tree(f->store);
+  assert_string_equal(before, during);
+  store_disk_close(d);
+  char *after = list_tree(f->store);
+  assert_string_equal(before, after);
+  d = disk_open(f, "disk/d", 0);
+  assert_int_equal(store_disk_read(d, buf, CS, 0, &err), 0);
+  for (size_t i = 0; i < CS; i++)
+    assert_int_equal(buf[i], 0);
+  store_disk_close(d);
+  free(before);
+  free(during);
+  free(after);
+}
+
+/* A stage write that fails (here: RLIMIT_FSIZE, standing in for a full
+ * filesystem) fails the request and loses nothing written before; staged
+ * chunks stay writable and readable, and once the limit is lifted the new
+ * write and a commit succeed. */
+static void test_stage_write_failure(void **state)
+{
+  struct fixture *f = *state;
+  char *err = NULL;
+  const size_t size = 8 * CS;
+  uint8_t *model = calloc(1, size), buf[CS];
+  make_empty_image(f, "e", size);
+  assert_int_equal(store_disk_create(f->s, "d", "image/e", 0, &err), 0);
+  store_disk_t *d = disk_open(f, "disk/d", 0);
+  memset(model, 0x11, 2 * CS);
+  assert_int_equal(store_disk_write(d, model, 2 * CS, 0, &err), 0);
+
+  struct rlimit old, lim;
+  assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+  lim = old;
+  lim.rlim_cur = 2 * CS;             /* the stage holds two chunks */
+  signal(SIGXFSZ, SIG_IGN);
+  assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+  memset(buf, 0x22, CS);
+  int r = store_disk_write(d, buf, CS, 5 * CS, &err);
+  assert_true(r < 0);
+  assert_non_null(err);
+  free(err);
+  err = NULL;
+  /* a staged chunk is rewritten in place: no growth, still fine */
+  memset(model + CS + 10, 0x33, 50);
+  assert_int_equal(store_disk_write(d, model + CS + 10, 50, CS + 10, &err), 0);
+  assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+  check_disk_equals(d, model, size);
+
+  assert_int_equal(store_disk_write(d, buf, CS, 5 * CS, &err), 0);
+  memcpy(model + 5 * CS, buf, CS);
+  assert_int_equal(store_disk_flush(d, &err), 0);
+  store_disk_close(d);
+  d = disk_open(f, "disk/d", 0);
+  check_disk_equals(d, model, size);
+  store_disk_close(d);
+  free(model);
 }
 
 /* Sector-aligned partial writes and zeroes (the guest's usual pattern)
@@ -782,7 +906,13 @@ int main(void)
     cmocka_unit_test_setup_teardown(test_sector_model, setup_small,
                                     teardown),
     cmocka_unit_test_setup_teardown(test_page_boundaries, setup_small, teardown),
-    cmocka_unit_test_setup_teardown(test_background_spill_model, setup_small,
+    cmocka_unit_test_setup_teardown(test_stage_spill_model, setup_small,
+                                    teardown),
+    cmocka_unit_test_setup_teardown(test_stage_rewrites_hashed_once,
+                                    setup_small, teardown),
+    cmocka_unit_test_setup_teardown(test_stage_private, setup_small,
+                                    teardown),
+    cmocka_unit_test_setup_teardown(test_stage_write_failure, setup_small,
                                     teardown),
     cmocka_unit_test_setup_teardown(test_import_readback, setup_small, teardown),
     cmocka_unit_test_setup_teardown(test_zero_elision, setup_small, teardown),
