@@ -6,9 +6,10 @@
  *   stage   written chunks not yet turned into objects: whole chunks in
  *           slots of an unlinked scratch file in the store directory
  *           (O_TMPFILE), found through a table chunk index -> slot.  Up to
- *           dirty_limit bytes are staged; beyond that the staged chunks are
- *           spilled: hashed, written as unsynced objects, entered into the
- *           map, and the stage emptied
+ *           dirty_limit bytes are staged; beyond that staged chunks are
+ *           spilled, a batch or two at a time: hashed, written as unsynced
+ *           objects, entered into the map, their slots punched out and
+ *           reused
  *   cache   a small LRU of verified clean chunk contents, keyed by object id
  *
  * Why a file: staged data lives in the page cache, which the kernel bounds
@@ -382,11 +383,13 @@ static int spill_batch(store_disk_t *d, uint8_t *const *data, size_t n,
   return r;
 }
 
-/* Turn every staged chunk into an object (unsynced), record it in the map
- * and drop it from the stage; then empty the stage file.  Slots are read
- * back in file order, SPILL_BATCH chunks per round.  On failure the chunks
- * not yet stored stay staged. */
-static int stage_spill(store_disk_t *d, char **err)
+/* Turn staged chunks into objects (unsynced), record them in the map and
+ * drop them from the stage: all of them (max = 0) or at least max, in slot
+ * order, SPILL_BATCH chunks per round.  Slots of a partial spill are
+ * punched out of the file (their pages dropped, not written back) and
+ * reused; once nothing is staged the file is emptied.  On failure the
+ * chunks not yet stored stay staged. */
+static int stage_spill(store_disk_t *d, size_t max, char **err)
 {
   int r = 0;
   if (!d->nstaged)
@@ -396,13 +399,16 @@ static int stage_spill(store_disk_t *d, char **err)
   uint8_t *buf = malloc((size_t)SPILL_BATCH * d->cs);
   uint8_t **data = malloc(SPILL_BATCH * sizeof *data);
   uint64_t *idxs = malloc(SPILL_BATCH * sizeof *idxs);
+  uint64_t *slots = malloc(SPILL_BATCH * sizeof *slots);
   store_id_t *ids = malloc(SPILL_BATCH * sizeof *ids);
   int *done = malloc(SPILL_BATCH * sizeof *done);
-  if (!buf || !data || !idxs || !ids || !done) {
+  if (!buf || !data || !idxs || !slots || !ids || !done) {
     r = store_err(err, ENOMEM, "out of memory");
     goto out;
   }
-  for (uint64_t slot = 0; slot < d->nslots && r == 0;) {
+  size_t spilled = 0;
+  for (uint64_t slot = 0; slot < d->nslots && r == 0 &&
+                          (max == 0 || spilled < max);) {
     /* Gather up to SPILL_BATCH used slots; read each run of consecutive
      * ones with one pread. */
     size_t n = 0;
@@ -412,6 +418,7 @@ static int stage_spill(store_disk_t *d, char **err)
         continue;
       data[n] = buf + (size_t)n * d->cs;
       idxs[n] = d->slot_idx[slot];
+      slots[n] = slot;
       if ((r = run_add(d, &run, 0, slot * d->cs, data[n], d->cs, err)) < 0)
         goto out;
       n++;
@@ -429,6 +436,10 @@ static int stage_spill(store_disk_t *d, char **err)
         break;
       }
       stage_remove(d, idxs[i]);
+      spilled++;
+      if (max)   /* best effort: a slot left allocated is only space */
+        fallocate(d->stage_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  (off_t)(slots[i] * d->cs), d->cs);
     }
   }
   if (r == 0)
@@ -437,6 +448,7 @@ out:
   free(buf);
   free(data);
   free(idxs);
+  free(slots);
   free(ids);
   free(done);
   return r;
@@ -736,8 +748,13 @@ static int disk_update(store_disk_t *d, const void *buf, size_t count,
   }
   if ((r = run_flush(d, &run, 1, err)) < 0)
     goto out;
-  if ((uint64_t)d->nstaged * d->cs > d->dirty_limit)
-    r = stage_spill(d, err);
+  if ((uint64_t)d->nstaged * d->cs > d->dirty_limit) {
+    /* Over the limit: spill down to one batch below it, so one request
+     * stalls for a batch or two, not for the whole stage. */
+    size_t limit = (size_t)(d->dirty_limit / d->cs);
+    size_t target = limit > SPILL_BATCH ? limit - SPILL_BATCH : 0;
+    r = stage_spill(d, target ? d->nstaged - target : 0, err);
+  }
 out:
   if (r < 0)
     run_flush(d, &run, 1, NULL);
@@ -806,7 +823,7 @@ int store_disk_flush(store_disk_t *d, char **err)
   pthread_mutex_lock(&d->lock);
   if (d->readonly || !d->changed)
     goto out;
-  if ((r = stage_spill(d, err)) < 0 ||
+  if ((r = stage_spill(d, 0, err)) < 0 ||
       (r = disk_pending(d, err)) < 0 ||
       (r = map_write(d->map, &root, err)) < 0 ||
       (r = s->ops->sync(s->be, err)) < 0 ||

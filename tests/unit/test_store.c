@@ -182,18 +182,17 @@ static void make_empty_image(struct fixture *f, const char *name, size_t size)
 /* Random unaligned writes and zeroes spanning chunks, against a shadow
  * buffer, with a dirty limit small enough to force spills; then flush,
  * reopen and compare again. */
-static void test_random_io_model(void **state)
+static void random_io_model(struct fixture *f, size_t nchunks,
+                            size_t dirty_limit, int ops, unsigned seed)
 {
-  struct fixture *f = *state;
-  const size_t size = 300 * CS + 1234;   /* partial last chunk */
+  const size_t size = nchunks * CS + 1234;   /* partial last chunk */
   char *err = NULL;
-  unsigned seed = 42;
   uint8_t *model = calloc(1, size), *buf = malloc(3 * CS + 100);
 
   make_empty_image(f, "empty", size);
   assert_int_equal(store_disk_create(f->s, "d", "image/empty", 0, &err), 0);
-  store_disk_t *d = disk_open(f, "disk/d", 8 * CS);
-  for (int op = 0; op < 2000; op++) {
+  store_disk_t *d = disk_open(f, "disk/d", dirty_limit);
+  for (int op = 0; op < ops; op++) {
     size_t len = 1 + (size_t)rand_r(&seed) % (3 * CS + 100);
     size_t off = (size_t)rand_r(&seed) % size;
     if (off + len > size)
@@ -228,6 +227,18 @@ static void test_random_io_model(void **state)
   store_disk_close(d);
   free(model);
   free(buf);
+}
+
+static void test_random_io_model(void **state)
+{
+  random_io_model(*state, 300, 8 * CS, 2000, 42);
+}
+
+/* A dirty limit above one spill batch (256 chunks): spills are partial
+ * (slots punched out and reused while other chunks stay staged). */
+static void test_partial_spill_model(void **state)
+{
+  random_io_model(*state, 900, 300 * CS, 3000, 4711);
 }
 
 /* Chunks on both sides of leaf and interior page boundaries (fanout 4:
@@ -903,6 +914,8 @@ int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_random_io_model, setup_small, teardown),
+    cmocka_unit_test_setup_teardown(test_partial_spill_model, setup_small,
+                                    teardown),
     cmocka_unit_test_setup_teardown(test_sector_model, setup_small,
                                     teardown),
     cmocka_unit_test_setup_teardown(test_page_boundaries, setup_small, teardown),
