@@ -42,8 +42,9 @@
  *
  * Threading: disk->lock serializes every public call on one disk (stage
  * reads and writes are page-cache copies, so the lock is held briefly; the
- * plugin's socket I/O runs outside it).  A spill hashes on up to
- * SPILL_THREADS short-lived threads while holding the lock.
+ * plugin's socket I/O runs outside it).  SHA-256 work — a spill, the
+ * verification of the whole chunks of one large read — runs on up to
+ * PAR_THREADS short-lived threads while the lock is held.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -308,70 +309,70 @@ static int disk_pending(store_disk_t *d, char **err)
   return r;
 }
 
-/* One spill worker's share: hash and put every nth chunk from first.
- * Objects are independent and the backend's put() is thread-safe, so the
- * expensive part of a spill (SHA-256 + the append) runs on several
- * threads; the map is updated afterwards on the caller's thread. */
-struct spill_job {
-  store_disk_t *d;
-  uint8_t *const *data;
-  store_id_t *ids;
-  int *done;                /* per chunk: 1 = put (or zero), 0 = not */
+/* ---- work on several threads ---- */
+
+/* par_for runs fn(ctx, i) for i in [0, n) on up to PAR_THREADS threads (the
+ * caller's included; no more than the CPUs online, and at least
+ * PAR_MIN_PER_THREAD items each), every nth item per thread.  A thread
+ * stops at its first failure; the first failure's message is returned.
+ * Used for the SHA-256 work: hashing a spill, verifying the chunks of one
+ * large read. */
+#define PAR_THREADS 4
+#define PAR_MIN_PER_THREAD 4
+
+typedef int (*par_fn)(void *ctx, size_t i, char **err);
+
+struct par_job {
+  par_fn fn;
+  void *ctx;
   size_t n, first, step;
   int r;
   char *err;
 };
 
-static void *spill_worker(void *arg)
+static void *par_worker(void *arg)
 {
-  struct spill_job *j = arg;
-  store_t *s = j->d->store;
-  for (size_t i = j->first; i < j->n; i += j->step) {
-    const uint8_t *data = j->data[i];
-    memset(&j->ids[i], 0, sizeof j->ids[i]);
-    if (!store_buf_is_zero(data, j->d->cs)) {
-      store_hash(data, j->d->cs, &j->ids[i]);
-      int r = s->ops->put(s->be, &j->ids[i], data, j->d->cs, &j->err);
-      if (r < 0) {
-        j->r = r;
-        return NULL;    /* the rest of this share stays staged */
-      }
-    }
-    j->done[i] = 1;
-  }
+  struct par_job *j = arg;
+  for (size_t i = j->first; i < j->n; i += j->step)
+    if ((j->r = j->fn(j->ctx, i, &j->err)) < 0)
+      break;
   return NULL;
 }
 
-#define SPILL_THREADS 4
-#define SPILL_MIN_PER_THREAD 8
+static size_t par_threads(size_t n)
+{
+  static long ncpu;
+  if (!ncpu) {
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    ncpu = c > 0 ? c : 1;
+  }
+  size_t t = n / PAR_MIN_PER_THREAD;
+  if (t > PAR_THREADS)
+    t = PAR_THREADS;
+  if (t > (size_t)ncpu)
+    t = (size_t)ncpu;
+  return t ? t : 1;
+}
 
-/* Hash and put data[0..n) (chunk_size bytes each) on up to SPILL_THREADS
- * threads; done[i] = 1 for each one stored. */
-static int spill_batch(store_disk_t *d, uint8_t *const *data, size_t n,
-                       store_id_t *ids, int *done, char **err)
+static int par_for(size_t n, par_fn fn, void *ctx, char **err)
 {
   int r = 0;
-  size_t nthreads = n / SPILL_MIN_PER_THREAD;
-  if (nthreads > SPILL_THREADS)
-    nthreads = SPILL_THREADS;
-  if (nthreads < 1)
-    nthreads = 1;
-  struct spill_job jobs[SPILL_THREADS];
-  pthread_t tids[SPILL_THREADS];
-  int started[SPILL_THREADS] = {0};
+  size_t nthreads = par_threads(n);
+  struct par_job jobs[PAR_THREADS];
+  pthread_t tids[PAR_THREADS];
+  int started[PAR_THREADS] = {0};
   for (size_t t = 0; t < nthreads; t++)
-    jobs[t] = (struct spill_job){ .d = d, .data = data, .ids = ids,
-                                  .done = done, .n = n, .first = t,
-                                  .step = nthreads };
-  /* Worker 0 runs here; a thread that cannot be created is run inline. */
+    jobs[t] = (struct par_job){ .fn = fn, .ctx = ctx, .n = n, .first = t,
+                                .step = nthreads };
+  /* Job 0 runs here; a thread that cannot be created is run inline. */
   for (size_t t = 1; t < nthreads; t++)
-    started[t] = pthread_create(&tids[t], NULL, spill_worker, &jobs[t]) == 0;
-  spill_worker(&jobs[0]);
+    started[t] = pthread_create(&tids[t], NULL, par_worker, &jobs[t]) == 0;
+  par_worker(&jobs[0]);
   for (size_t t = 1; t < nthreads; t++) {
     if (started[t])
       pthread_join(tids[t], NULL);
     else
-      spill_worker(&jobs[t]);
+      par_worker(&jobs[t]);
   }
   for (size_t t = 0; t < nthreads; t++) {
     if (jobs[t].r < 0 && r == 0) {
@@ -381,6 +382,37 @@ static int spill_batch(store_disk_t *d, uint8_t *const *data, size_t n,
     free(jobs[t].err);
   }
   return r;
+}
+
+/* Spill: hash and put data[i] (chunk_size bytes); done[i] = 1 once stored
+ * (objects are independent and the backend's put() is thread-safe). */
+struct spill_ctx {
+  store_disk_t *d;
+  uint8_t *const *data;
+  store_id_t *ids;
+  int *done;
+};
+
+static int spill_one(void *arg, size_t i, char **err)
+{
+  struct spill_ctx *c = arg;
+  store_t *s = c->d->store;
+  memset(&c->ids[i], 0, sizeof c->ids[i]);
+  if (!store_buf_is_zero(c->data[i], c->d->cs)) {
+    store_hash(c->data[i], c->d->cs, &c->ids[i]);
+    int r = s->ops->put(s->be, &c->ids[i], c->data[i], c->d->cs, err);
+    if (r < 0)
+      return r;             /* the rest of this share stays staged */
+  }
+  c->done[i] = 1;
+  return 0;
+}
+
+static int spill_batch(store_disk_t *d, uint8_t *const *data, size_t n,
+                       store_id_t *ids, int *done, char **err)
+{
+  struct spill_ctx c = { d, data, ids, done };
+  return par_for(n, spill_one, &c, err);
 }
 
 /* Turn staged chunks into objects (unsynced), record them in the map and
@@ -475,6 +507,27 @@ static struct cchunk *cache_victim(store_disk_t *d)
   return v;
 }
 
+/* Read object id, chunk idx's content, into dst (chunk_size bytes) and
+ * verify it; thread-safe (no disk state touched). */
+static int chunk_read_verified(store_disk_t *d, uint64_t idx,
+                               const store_id_t *id, uint8_t *dst, char **err)
+{
+  size_t len;
+  char what[STORE_REF_NAME_MAX + 64];
+  snprintf(what, sizeof what, "%s chunk %llu", d->ref,
+           (unsigned long long)idx);
+  int r = store_object_read(d->store, id, dst, d->cs, &len, what, err);
+  if (r < 0)
+    return r;
+  if (len != d->cs) {
+    char hex[STORE_ID_HEX_LEN + 1];
+    store_id_to_hex(id, hex);
+    return store_err(err, EIO, "%s: object %s has size %zu, expected %u",
+                     what, hex, len, d->cs);
+  }
+  return 0;
+}
+
 /* Current committed-or-spilled content of chunk idx: *data = NULL means all
  * zero.  The pointer is valid until the next chunk fetch. */
 static int chunk_fetch(store_disk_t *d, uint64_t idx, const uint8_t **data,
@@ -495,23 +548,32 @@ static int chunk_fetch(store_disk_t *d, uint64_t idx, const uint8_t **data,
   }
   struct cchunk *v = cache_victim(d);
   v->used = 0;
-  size_t len;
-  char what[STORE_REF_NAME_MAX + 64];
-  snprintf(what, sizeof what, "%s chunk %llu", d->ref,
-           (unsigned long long)idx);
-  r = store_object_read(d->store, &id, v->data, d->cs, &len, what, err);
-  if (r < 0)
+  if ((r = chunk_read_verified(d, idx, &id, v->data, err)) < 0)
     return r;
-  if (len != d->cs) {
-    char hex[STORE_ID_HEX_LEN + 1];
-    store_id_to_hex(&id, hex);
-    return store_err(err, EIO, "%s: object %s has size %zu, expected %u",
-                     what, hex, len, d->cs);
-  }
   v->id = id;
   v->used = ++d->clock;
   *data = v->data;
   return 0;
+}
+
+/* Whole chunks of one read that come from objects: read and verified
+ * straight into the caller's buffer, on several threads (SHA-256 is what a
+ * large read costs). */
+struct fetch {
+  uint64_t idx;
+  store_id_t id;
+  uint8_t *dst;
+};
+
+struct fetch_ctx {
+  store_disk_t *d;
+  struct fetch *f;
+};
+
+static int fetch_one(void *arg, size_t i, char **err)
+{
+  struct fetch_ctx *c = arg;
+  return chunk_read_verified(c->d, c->f[i].idx, &c->f[i].id, c->f[i].dst, err);
 }
 
 /* ---- open / close ---- */
@@ -625,9 +687,16 @@ int store_disk_read(store_disk_t *d, void *buf, size_t count, uint64_t offset,
 {
   int r;
   struct iorun run = {0};
+  struct fetch fstack[32], *fetch = fstack;
+  size_t nfetch = 0;
   pthread_mutex_lock(&d->lock);
   if ((r = disk_check_range(d, count, offset, 0, err)) < 0)
     goto out;
+  if (count / d->cs + 2 > sizeof fstack / sizeof fstack[0] &&
+      !(fetch = malloc((count / d->cs + 2) * sizeof *fetch))) {
+    r = store_err(err, ENOMEM, "out of memory");
+    goto out;
+  }
   uint8_t *p = buf;
   while (count) {
     uint64_t idx = offset / d->cs;
@@ -637,6 +706,20 @@ int store_disk_read(store_disk_t *d, void *buf, size_t count, uint64_t offset,
     if (c) {
       if ((r = run_add(d, &run, 0, c->slot * d->cs + coff, p, n, err)) < 0)
         goto out;
+    } else if (n == d->cs) {
+      struct fetch *f = &fetch[nfetch];
+      if ((r = map_get(d->map, idx, &f->id, err)) < 0)
+        goto out;
+      const uint8_t *hit = NULL;
+      if (store_id_is_zero(&f->id)) {
+        memset(p, 0, n);
+      } else if ((hit = cache_lookup(d, &f->id))) {
+        memcpy(p, hit, n);
+      } else {
+        f->idx = idx;
+        f->dst = p;
+        nfetch++;
+      }
     } else {
       const uint8_t *src;
       if ((r = chunk_fetch(d, idx, &src, err)) < 0)
@@ -650,8 +733,13 @@ int store_disk_read(store_disk_t *d, void *buf, size_t count, uint64_t offset,
     offset += n;
     count -= n;
   }
-  r = run_flush(d, &run, 0, err);
+  if ((r = run_flush(d, &run, 0, err)) < 0)
+    goto out;
+  if (nfetch)
+    r = par_for(nfetch, fetch_one, &(struct fetch_ctx){ d, fetch }, err);
 out:
+  if (fetch != fstack)
+    free(fetch);
   pthread_mutex_unlock(&d->lock);
   return r;
 }

@@ -492,7 +492,7 @@ static void test_grow_beyond_source(void **state)
 
 static void corrupt_or_remove(struct fixture *f, int remove_it)
 {
-  const size_t size = 8 * CS;
+  const size_t size = 40 * CS;
   uint8_t *raw = malloc(size), got[CS];
   unsigned seed = 11;
   char path[160], *err = NULL;
@@ -516,6 +516,18 @@ static void corrupt_or_remove(struct fixture *f, int remove_it)
   assert_non_null(strstr(err, "chunk 2"));
   free(err);
   err = NULL;
+  /* whole chunks of a large read are verified on several threads: the bad
+   * one fails the read, a range without it reads right */
+  uint8_t *big = malloc(size);
+  assert_int_equal(store_disk_read(d, big, size, 0, &err), -EIO);
+  assert_non_null(err);
+  assert_non_null(strstr(err, remove_it ? "missing" : "corrupt"));
+  assert_non_null(strstr(err, "chunk 2:"));
+  free(err);
+  err = NULL;
+  assert_int_equal(store_disk_read(d, big, size - 3 * CS, 3 * CS, &err), 0);
+  assert_memory_equal(big, raw + 3 * CS, size - 3 * CS);
+  free(big);
   /* a write that needs read-modify-write of that chunk fails too */
   assert_int_equal(store_disk_create(f->s, "d", "image/img", 0, &err), 0);
   store_disk_t *w = disk_open(f, "disk/d", 0);
