@@ -5,7 +5,8 @@
  *   store.c          store open/close, refs in SQLite, import, disk_create
  *   map.c            the manifest: a Merkle tree of map pages (in memory,
  *                    loaded lazily, copy-on-write, serialized on commit)
- *   disk.c           the disk engine: dirty-chunk cache, read/write/flush
+ *   disk.c           the disk engine: stage file of written chunks,
+ *                    read/write/flush
  *   objects-local.c  object backend: pack files + SQLite index under
  *                    STORE/objects (pack.c: the pack format); loose files
  *                    of older stores are still read
