@@ -40,7 +40,7 @@ SECS=${BENCH_SECONDS:-8}
 STORE_GIB=${BENCH_STORE_GIB:-"1 8"}
 OUT=${BENCH_OUT:-$BUILD/bench-blockstore.json}
 
-for c in fio nbdkit qemu-nbd qemu-img python3; do
+for c in fio nbdkit qemu-nbd qemu-img qemu-io python3; do
     command -v $c >/dev/null 2>&1 || { echo "bench/blockstore: $c not installed (scripts/deps.sh)" >&2; exit 77; }
 done
 [ -f "$PLUGIN" ] && [ -x "$STORE_BIN" ] || { echo "bench/blockstore: build $BUILD first" >&2; exit 1; }
@@ -161,6 +161,9 @@ rm -f "$W/sock"
 nbdkit --foreground --unix "$W/sock" "$PLUGIN" store="$W/store" disk=s >"$W/server.log" 2>&1 &
 SERVER_PID=$!
 wait_sock "$W/sock"
+disk_gen() {
+    "$STORE_BIN" --store "$W/store" ls | awk '$1 == "disk/s" { print $4 }'
+}
 written=0
 for g in $(echo "$STORE_GIB" | tr ' ' '\n' | sort -n); do
     add=$((g - written))
@@ -171,11 +174,17 @@ for g in $(echo "$STORE_GIB" | tr ' ' '\n' | sort -n); do
         --offset="${written}G" --size="${add}G" --iodepth=4 --refill_buffers --output-format=json \
         >"$W/fill.json" 2>"$W/fio.err" || { echo "fill failed: $(cat "$W/fio.err")" >&2; exit 1; }
     written=$g
-    # the flush (NBD FLUSH through nbdsh if present, else a 1-byte FUA write via fio)
+    # the flush: one NBD FLUSH (qemu-io), which commits what fio wrote (fio
+    # sends none at the end of a job without end_fsync); the generation of
+    # the disk's ref must have moved, or the snapshot below would copy an
+    # older tree and the row would be meaningless
+    gen0=$(disk_gen)
     t0=$(date +%s%N)
-    fio --name=flush --ioengine=nbd --uri="nbd+unix:///?socket=$W/sock" --rw=write --bs=4k \
-        --offset=0 --size=4k --fsync=1 --output-format=json >/dev/null 2>&1
+    qemu-io -f raw -c flush "nbd+unix:///?socket=$W/sock" >/dev/null ||
+        { echo "flush failed" >&2; exit 1; }
     t1=$(date +%s%N)
+    gen1=$(disk_gen)
+    [ "$gen1" -gt "$gen0" ] || { echo "the flush did not commit (generation $gen0 -> $gen1)" >&2; exit 1; }
     "$STORE_BIN" --store "$W/store" snap create s "at-${g}g" >/dev/null
     t2=$(date +%s%N)
     "$STORE_BIN" --store "$W/store" snap rm s "at-${g}g" >/dev/null
