@@ -55,7 +55,7 @@
 
 #include "store-internal.h"
 
-#define DISK_DEFAULT_DIRTY_LIMIT (4ull * 1024 * 1024 * 1024)
+#define DISK_DEFAULT_DIRTY_LIMIT (1024ull * 1024 * 1024)
 #define DISK_DEFAULT_CACHE_CHUNKS 64u
 #define SLOT_FREE UINT64_MAX
 /* Chunks read back and hashed per round of a spill. */

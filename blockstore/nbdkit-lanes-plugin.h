@@ -54,7 +54,7 @@ int lanes_plugin_config_complete(lanes_plugin_t *p);
   "image=NAME           Serve ref image/NAME (read-only).\n" \
   "ref=REF              Serve any ref by full name (read-only unless disk/).\n" \
   "readonly=BOOL        Serve read-only.\n" \
-  "dirty-limit=SIZE     Staged (unhashed) bytes before spilling (default 4G).\n" \
+  "dirty-limit=SIZE     Staged (unhashed) bytes before spilling (default 1G).\n" \
   "cache=SIZE           Clean chunk cache (default 64 chunks).\n" \
   "status=FILE          Append a JSON line here on the first EIO.\n"
 

@@ -77,7 +77,7 @@ typedef struct store_disk_opts {
   int readonly;
   size_t dirty_limit;    /* bytes of written chunks kept in the disk's stage
                             file (page cache, not heap) before they are
-                            spilled to (uncommitted) objects; 0 = 4 GiB */
+                            spilled to (uncommitted) objects; 0 = 1 GiB */
   size_t cache_chunks;   /* verified clean chunks kept in an LRU; 0 = 64 */
 } store_disk_opts_t;
 
