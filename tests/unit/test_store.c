@@ -177,6 +177,15 @@ static void make_empty_image(struct fixture *f, const char *name, size_t size)
   assert_int_equal(store_image_import(f->s, name, path, NULL, NULL, &err), 0);
 }
 
+/* disk/d over an empty image/e of size bytes. */
+static void empty_disk(struct fixture *f, size_t size)
+{
+  char *err = NULL;
+  make_empty_image(f, "e", size);
+  if (store_disk_create(f->s, "d", "image/e", 0, &err) < 0)
+    fail_msg("create disk/d: %s", err);
+}
+
 /* ---- tests ---- */
 
 /* Random unaligned writes and zeroes spanning chunks, against a shadow
@@ -368,8 +377,7 @@ static void test_flush_persists_unflushed_lost(void **state)
   uint8_t a[CS], b[CS], got[CS];
   memset(a, 0xaa, CS);
   memset(b, 0xbb, CS);
-  make_empty_image(f, "e", 32 * CS);
-  assert_int_equal(store_disk_create(f->s, "d", "image/e", 0, &err), 0);
+  empty_disk(f, 32 * CS);
 
   store_disk_t *d = disk_open(f, "disk/d", 0);
   assert_int_equal(store_disk_write(d, a, CS, 100, &err), 0);
@@ -554,8 +562,7 @@ static void test_corrupt_page_eio(void **state)
   struct fixture *f = *state;
   uint8_t pat[CS], got[CS];
   char *err = NULL;
-  make_empty_image(f, "e", 64 * CS);
-  assert_int_equal(store_disk_create(f->s, "d", "image/e", 0, &err), 0);
+  empty_disk(f, 64 * CS);
   store_disk_t *d = disk_open(f, "disk/d", 0);
   memset(pat, 1, CS);
   assert_int_equal(store_disk_write(d, pat, CS, 0, &err), 0);
@@ -632,8 +639,7 @@ static void test_stale_writer(void **state)
   char *err = NULL;
   uint8_t a[CS];
   memset(a, 1, CS);
-  make_empty_image(f, "e", 8 * CS);
-  assert_int_equal(store_disk_create(f->s, "d", "image/e", 0, &err), 0);
+  empty_disk(f, 8 * CS);
   store_disk_t *d1 = disk_open(f, "disk/d", 0);
   store_disk_t *d2 = disk_open(f, "disk/d", 0);
   assert_int_equal(store_disk_write(d1, a, CS, 0, &err), 0);
@@ -691,8 +697,7 @@ static void test_stage_spill_model(void **state)
   uint8_t *model = calloc(1, size), *buf = malloc(2 * CS);
   char *err = NULL;
   unsigned seed = 4242;
-  make_empty_image(f, "e", size);
-  assert_int_equal(store_disk_create(f->s, "d", "image/e", 0, &err), 0);
+  empty_disk(f, size);
   store_disk_t *d = disk_open(f, "disk/d", 4 * CS);
   for (int op = 0; op < 6000; op++) {
     int kind = rand_r(&seed) % 10;
@@ -753,8 +758,7 @@ static void test_stage_rewrites_hashed_once(void **state)
   struct fixture *f = *state;
   char *err = NULL;
   uint8_t buf[CS];
-  make_empty_image(f, "e", 16 * CS);
-  assert_int_equal(store_disk_create(f->s, "d", "image/e", 0, &err), 0);
+  empty_disk(f, 16 * CS);
   store_disk_t *d = disk_open(f, "disk/d", 0);
   for (int i = 0; i < 200; i++) {
     memset(buf, i + 1, CS);
@@ -787,8 +791,7 @@ static void test_stage_private(void **state)
   struct fixture *f = *state;
   char *err = NULL;
   uint8_t buf[3 * CS];
-  make_empty_image(f, "e", 16 * CS);
-  assert_int_equal(store_disk_create(f->s, "d", "image/e", 0, &err), 0);
+  empty_disk(f, 16 * CS);
   char *before = list_tree(f->store);
   store_disk_t *d = disk_open(f, "disk/d", 0);
   memset(buf, 0x5a, sizeof buf);
@@ -819,8 +822,7 @@ static void test_stage_write_failure(void **state)
   char *err = NULL;
   const size_t size = 8 * CS;
   uint8_t *model = calloc(1, size), buf[CS];
-  make_empty_image(f, "e", size);
-  assert_int_equal(store_disk_create(f->s, "d", "image/e", 0, &err), 0);
+  empty_disk(f, size);
   store_disk_t *d = disk_open(f, "disk/d", 0);
   memset(model, 0x11, 2 * CS);
   assert_int_equal(store_disk_write(d, model, 2 * CS, 0, &err), 0);
