@@ -106,26 +106,17 @@ struct store_disk {
 
 /* ---- stage file I/O ---- */
 
+/* Stage file I/O: a read past the end (a slot whose coalesced write
+ * failed) reads as zeros. */
 static int io_full(int fd, int write, void *buf, size_t len, uint64_t off)
 {
-  uint8_t *p = buf;
-  while (len) {
-    ssize_t n = write ? pwrite(fd, p, len, (off_t)off)
-                      : pread(fd, p, len, (off_t)off);
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      return -errno;
-    }
-    if (n == 0) {           /* a read past the end: a hole never written */
-      memset(p, 0, len);
-      return 0;
-    }
-    p += n;
-    off += (uint64_t)n;
-    len -= (size_t)n;
-  }
-  return 0;
+  if (write)
+    return store_pwritev_all(fd, &(struct iovec){ buf, len }, 1, off);
+  size_t got;
+  int r = store_pread_all(fd, buf, len, off, &got);
+  if (r == 0 && got < len)
+    memset((uint8_t *)buf + got, 0, len - got);
+  return r;
 }
 
 static int stage_io_err(store_disk_t *d, int r, int write, char **err)

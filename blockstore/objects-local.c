@@ -137,54 +137,6 @@ static int64_t st_mtime_ns(const struct stat *st)
   return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
 }
 
-static int write_all_at(int fd, const struct iovec *iov, int n, uint64_t off)
-{
-  struct iovec v[4];
-  memcpy(v, iov, (size_t)n * sizeof *v);
-  struct iovec *p = v;
-  while (n) {
-    ssize_t w = pwritev(fd, p, n, (off_t)off);
-    if (w == -1) {
-      if (errno == EINTR)
-        continue;
-      return -errno;
-    }
-    if (w == 0)
-      return -EIO;
-    off += (uint64_t)w;
-    while (n && (size_t)w >= p->iov_len) {
-      w -= (ssize_t)p->iov_len;
-      p++;
-      n--;
-    }
-    if (n) {
-      p->iov_base = (char *)p->iov_base + w;
-      p->iov_len -= (size_t)w;
-    }
-  }
-  return 0;
-}
-
-static int read_all_at(int fd, void *buf, size_t len, uint64_t off,
-                       size_t *got)
-{
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = pread(fd, (char *)buf + done, len - done,
-                      (off_t)(off + done));
-    if (n == -1) {
-      if (errno == EINTR)
-        continue;
-      return -errno;
-    }
-    if (n == 0)
-      break;
-    done += (size_t)n;
-  }
-  *got = done;
-  return 0;
-}
-
 /* OFD write lock over a whole pack file; nonblocking.  0, -EAGAIN if held
  * by someone else, or another negative errno. */
 static int pack_trylock(int fd)
@@ -732,7 +684,7 @@ static int loose_get(struct local_be *be, const store_id_t *id, void *buf,
   else if ((uint64_t)st.st_size > cap)
     r = store_err(err, EFBIG, "object %s/%s: size %lld exceeds %zu",
                   be->objdir, rel, (long long)st.st_size, cap);
-  else if ((r = read_all_at(fd, buf, (size_t)st.st_size, 0, &got)) < 0)
+  else if ((r = store_pread_all(fd, buf, (size_t)st.st_size, 0, &got)) < 0)
     r = store_err(err, -r, "read object %s/%s: %s", be->objdir, rel,
                   strerror(-r));
   close(fd);
@@ -775,7 +727,7 @@ static int pack_new(struct local_be *be, int *fdp, uint64_t *packp,
       return store_err(err, -r, "lock %s/packs/%s: %s", be->objdir, tmp,
                        strerror(-r));
     }
-    if ((r = write_all_at(fd, &v, 1, 0)) < 0) {
+    if ((r = store_pwritev_all(fd, &v, 1, 0)) < 0) {
       unlinkat(be->packdir, tmp, 0);
       close(fd);
       return store_err(err, -r, "write %s/packs/%s: %s", be->objdir, tmp,
@@ -847,7 +799,7 @@ static int pack_append(struct local_be *be, const store_id_t *id,
   uint8_t hdr[PACK_REC_HDR];
   pack_record_header(hdr, id, len);
   struct iovec v[2] = { { hdr, sizeof hdr }, { (void *)buf, len } };
-  r = write_all_at(fd, v, 2, rec);
+  r = store_pwritev_all(fd, v, 2, rec);
   if (r == 0) {
     pthread_rwlock_unlock(&be->append);
     return 0;
@@ -924,9 +876,9 @@ static int pack_read(struct local_be *be, const store_id_t *id, uint64_t pack,
                      strerror(-fd));
   uint8_t hdr[PACK_REC_HDR];
   size_t n = 0;
-  int r = read_all_at(fd, hdr, sizeof hdr, off - PACK_REC_HDR, &n);
+  int r = store_pread_all(fd, hdr, sizeof hdr, off - PACK_REC_HDR, &n);
   if (r == 0 && n == sizeof hdr)
-    r = read_all_at(fd, buf, len, off, got);
+    r = store_pread_all(fd, buf, len, off, got);
   fd_put(be, fd, slot);
   if (r < 0)
     return store_err(err, -r, "read %s/packs/%s at %" PRIu64 ": %s",
@@ -1302,7 +1254,7 @@ static int pack_compact(struct local_be *be, uint64_t pack, uint64_t *freed,
       store_id_t hid;
       uint32_t hlen;
       if (mv[i].off < PACK_REC_HDR ||
-          (r = read_all_at(fd, buf, want, mv[i].off - PACK_REC_HDR,
+          (r = store_pread_all(fd, buf, want, mv[i].off - PACK_REC_HDR,
                            &got)) < 0 || got != want ||
           pack_record_header_check(buf, &hid, &hlen) < 0 ||
           hlen != mv[i].len || memcmp(&hid, &mv[i].id, sizeof hid) != 0) {
@@ -1310,7 +1262,7 @@ static int pack_compact(struct local_be *be, uint64_t pack, uint64_t *freed,
         goto out_new;
       }
       struct iovec v = { buf, want };
-      if ((r = write_all_at(nfd, &v, 1, nend)) < 0) {
+      if ((r = store_pwritev_all(nfd, &v, 1, nend)) < 0) {
         r = store_err(err, -r, "write %s/packs: %s", be->objdir,
                       strerror(-r));
         goto out_new;

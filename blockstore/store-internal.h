@@ -36,6 +36,7 @@
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "store.h"
 
@@ -140,6 +141,14 @@ int store_ref_set_locked(store_t *s, const store_ref_t *ref, char **err);
  * return -errnum. */
 int store_err(char **err, int errnum, const char *fmt, ...)
   __attribute__((format(printf, 3, 4)));
+
+/* ---- positioned I/O (store.c) ---- */
+/* Read up to len bytes at off, retrying short reads and EINTR; *got = bytes
+ * read (< len only at end of file).  0 or -errno. */
+int store_pread_all(int fd, void *buf, size_t len, uint64_t off, size_t *got);
+/* Write all of iov[0..n) (n <= 4) at off, retrying short writes and EINTR.
+ * 0 or -errno (-EIO if the kernel writes nothing). */
+int store_pwritev_all(int fd, const struct iovec *iov, int n, uint64_t off);
 
 /* ---- hashing ---- */
 void store_hash(const void *buf, size_t len, store_id_t *out);

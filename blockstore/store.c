@@ -128,6 +128,57 @@ int store_object_read(store_t *s, const store_id_t *id, void *buf, size_t cap,
   return 0;
 }
 
+/* ---- positioned I/O ---- */
+
+int store_pread_all(int fd, void *buf, size_t len, uint64_t off, size_t *got)
+{
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pread(fd, (char *)buf + done, len - done,
+                      (off_t)(off + done));
+    if (n == -1) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    if (n == 0)
+      break;
+    done += (size_t)n;
+  }
+  *got = done;
+  return 0;
+}
+
+int store_pwritev_all(int fd, const struct iovec *iov, int n, uint64_t off)
+{
+  struct iovec v[4];
+  if (n < 0 || n > 4)
+    return -EINVAL;
+  memcpy(v, iov, (size_t)n * sizeof *v);
+  struct iovec *p = v;
+  while (n) {
+    ssize_t w = pwritev(fd, p, n, (off_t)off);
+    if (w == -1) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    if (w == 0)
+      return -EIO;
+    off += (uint64_t)w;
+    while (n && (size_t)w >= p->iov_len) {
+      w -= (ssize_t)p->iov_len;
+      p++;
+      n--;
+    }
+    if (n) {
+      p->iov_base = (char *)p->iov_base + w;
+      p->iov_len -= (size_t)w;
+    }
+  }
+  return 0;
+}
+
 /* ---- SQLite helpers ---- */
 
 static int db_err(store_t *s, char **err, const char *what)
@@ -777,24 +828,6 @@ out:
 
 /* ---- import / create ---- */
 
-static int pread_full(int fd, void *buf, size_t len, off_t off, size_t *got)
-{
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = pread(fd, (char *)buf + done, len - done, off + (off_t)done);
-    if (n == -1) {
-      if (errno == EINTR)
-        continue;
-      return -errno;
-    }
-    if (n == 0)
-      break;
-    done += (size_t)n;
-  }
-  *got = done;
-  return 0;
-}
-
 int store_image_import(store_t *s, const char *name, const char *raw_path,
                        store_progress_cb progress, void *ud, char **err)
 {
@@ -849,7 +882,7 @@ int store_image_import(store_t *s, const char *name, const char *raw_path,
       }
     }
     size_t got = 0;
-    if ((r = pread_full(fd, buf, cs, off, &got)) < 0) {
+    if ((r = store_pread_all(fd, buf, cs, (uint64_t)off, &got)) < 0) {
       r = store_err(err, -r, "read %s at %lld: %s", raw_path, (long long)off,
                     strerror(-r));
       goto out;
