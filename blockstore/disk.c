@@ -781,7 +781,6 @@ fail:
 static int disk_update(store_disk_t *d, const void *buf, size_t count,
                        uint64_t offset, char **err)
 {
-  static const uint8_t zeros[4096];
   int r;
   struct iorun run = {0};
   pthread_mutex_lock(&d->lock);
@@ -808,14 +807,11 @@ static int disk_update(store_disk_t *d, const void *buf, size_t count,
                        err)) < 0)
         goto out;
     } else if (c) {                       /* zero part of a staged chunk */
-      for (size_t z = 0; z < n;) {
-        size_t k = n - z < sizeof zeros ? n - z : sizeof zeros;
-        r = io_full(d->stage_fd, 1, (void *)zeros, k, c->slot * d->cs + coff + z);
-        if (r < 0) {
-          r = stage_io_err(d, r, 1, err);
-          goto out;
-        }
-        z += k;
+      memset(d->scratch, 0, n);
+      if ((r = io_full(d->stage_fd, 1, d->scratch, n,
+                       c->slot * d->cs + coff)) < 0) {
+        r = stage_io_err(d, r, 1, err);
+        goto out;
       }
     } else if ((r = stage_new(d, idx, p, coff, n, &run, err)) < 0) {
       goto out;
