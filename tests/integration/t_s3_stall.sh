@@ -44,28 +44,30 @@ probe() {
     done
 }
 
+# overlap LABEL PAUSE ARGS...: run `lc ARGS...` in the background and, after
+# PAUSE seconds, probe the API every 0.2 s until it ends; it must succeed
+# and overlap at least two rounds of probes.
+overlap() {
+    _label=$1 _pause=$2
+    shift 2
+    _t0=$(now)
+    lc "$@" >"$T/$_label.out" 2>&1 &
+    _pid=$!
+    sleep "$_pause"
+    _n=0
+    while kill -0 $_pid 2>/dev/null; do probe "$_label"; _n=$((_n + 1)); sleep 0.2; done
+    wait $_pid || fail "$_label: $(cat "$T/$_label.out")"
+    log "$_label took $(elapsed "$_t0")s; $_n rounds of API calls meanwhile"
+    [ "$_n" -ge 2 ] || fail "$_label was too fast to overlap anything ($_n rounds)"
+}
+
 log "store add through a proxy adding ${DELAY_MS} ms per request (in the background)"
-t0=$(now)
-lc store add slow s3 --endpoint "$PROXY_EP" --bucket "$S3_BUCKET" --prefix stall \
-    --credentials-file "$S3_CRED" >"$T/add.out" 2>&1 &
-ADD=$!
-sleep 0.5
-n=0
-while kill -0 $ADD 2>/dev/null; do probe "store add"; n=$((n + 1)); sleep 0.2; done
-wait $ADD || fail "store add: $(cat "$T/add.out")"
-log "store add took $(elapsed "$t0")s; $n rounds of API calls meanwhile"
-[ "$n" -ge 2 ] || fail "store add was too fast to overlap anything ($n rounds): is the delay in effect?"
+# (too fast to overlap here would mean the proxy's delay is not in effect)
+overlap "store add" 0.5 store add slow s3 --endpoint "$PROXY_EP" --bucket "$S3_BUCKET" \
+    --prefix stall --credentials-file "$S3_CRED"
 
 log "create --store slow (image upload through the slow proxy, in the background)"
-t0=$(now)
-lc create s3l --image minimal --memory 256 --disk 1 --network none --store slow >"$T/create.out" 2>&1 &
-CR=$!
-sleep 0.5
-n=0
-while kill -0 $CR 2>/dev/null; do probe "create"; n=$((n + 1)); sleep 0.2; done
-wait $CR || fail "create: $(cat "$T/create.out")"
-log "create took $(elapsed "$t0")s; $n rounds of API calls meanwhile"
-[ "$n" -ge 2 ] || fail "create was too fast to overlap anything ($n rounds)"
+overlap create 0.5 create s3l --image minimal --memory 256 --disk 1 --network none --store slow
 lc inspect s3l | json_field store | grep -qx slow || fail "s3l is not in store slow"
 
 log "periodic sync of the slow store (every 5 s) never blocks: 12 s of probes"
@@ -75,30 +77,14 @@ while [ "$(date +%s)" -lt "$end" ]; do probe "sync"; sleep 0.2; done
 
 log "boot of the S3 lane: its lease check (GETs of leases/ stalled 4 s each) does not block the API"
 proxy_set '{"mode": "stall", "stall_ms": 4000, "methods": ["GET"], "paths": ["/leases/"]}'
-t0=$(now)
-lc boot s3l >"$T/boot.out" 2>&1 &
-BT=$!
-sleep 0.3
-n=0
-while kill -0 $BT 2>/dev/null; do probe "boot"; n=$((n + 1)); sleep 0.2; done
-wait $BT || fail "boot of the S3 lane: $(cat "$T/boot.out")"
-log "boot took $(elapsed "$t0")s; $n rounds of API calls meanwhile"
-[ "$n" -ge 2 ] || fail "the boot was too fast to overlap anything ($n rounds)"
+overlap boot 0.3 boot s3l
 [ "$(proxy_stat faults)" -ge 2 ] || fail "the lease GETs were not stalled"
 lc exec s3l -- true || fail "exec in the S3 lane"
 lc stop s3l >/dev/null
 
 log "rm of the S3 lane (its bucket side through the slow proxy) does not block the API"
 proxy_set "{\"mode\": \"none\", \"delay_ms\": $DELAY_MS}"
-t0=$(now)
-lc rm s3l >"$T/rm.out" 2>&1 &
-RM=$!
-sleep 0.3
-n=0
-while kill -0 $RM 2>/dev/null; do probe "rm"; n=$((n + 1)); sleep 0.2; done
-wait $RM || fail "rm of the S3 lane: $(cat "$T/rm.out")"
-log "rm took $(elapsed "$t0")s; $n rounds of API calls meanwhile"
-[ "$n" -ge 2 ] || fail "rm was too fast to overlap anything ($n rounds)"
+overlap rm 0.3 rm s3l
 lc ls | grep -q "^s3l " && fail "s3l still listed after rm"
 ls3 ls stall/meta/lanes/ | grep -q "s3l.json" && fail "s3l's document is still in the bucket"
 log "slowest API answer during S3 work: ${slowest}s"
