@@ -88,6 +88,7 @@ struct s3_be {
   s3_client_t *cli;
   void *journal;                /* store_backend_local on DIR/journal */
   char owner[64];               /* "<pid>-<start time>" of this process */
+  _Atomic int64_t last_publish; /* unix s: a ref PUT/DELETE last completed */
 
   pthread_mutex_t lock;
   pthread_cond_t cond;
@@ -1308,6 +1309,9 @@ static int s3be_publish(void *p, char **err)
     }
     if (r < 0)
       break;
+    /* Before the row goes: a refresh whose listing began before this PUT
+     * must not take the ref's absence there for a deletion elsewhere. */
+    atomic_store(&be->last_publish, (int64_t)time(NULL));
     /* Published: forget it, unless it changed again meanwhile. */
     sqlite3_stmt *st;
     pthread_mutex_lock(&s->lock);
@@ -1433,12 +1437,16 @@ static int s3be_refresh(void *p, char **err)
         r = store_ref_set_locked(s, &refs[i], err);
     }
     /* Gone from the bucket: deleted by another host -- unless changed here
-     * since the listing began (published after it, or not yet). */
+     * since the listing began (not yet published, or updated after it).
+     * If this host published any ref since the listing began, the listing
+     * may predate that PUT: delete nothing this round (the next refresh
+     * decides). */
     char sql[256];
     snprintf(sql, sizeof sql, "DELETE FROM refs WHERE name NOT IN (SELECT "
              "name FROM s3_seen) AND name NOT IN (SELECT name FROM s3_pub) "
              "AND updated < %lld", (long long)list_start - 2);
-    if (r == 0 && sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+    if (r == 0 && atomic_load(&be->last_publish) < (int64_t)list_start - 2 &&
+        sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK)
       r = store_err(err, EIO, "refresh refs: %s", sqlite3_errmsg(s->db));
     if (r == 0 && sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
       r = store_err(err, EIO, "refresh refs: %s", sqlite3_errmsg(s->db));
