@@ -16,8 +16,10 @@
  *     store that does not enforce conditional writes another host's lane is
  *     -EPERM with the way out named, and allowed once the operator set
  *     allow_unenforced_leases and the lease was released
+ *   - a refresh racing this host's publish of a ref keeps the ref
  */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -271,12 +273,75 @@ static void test_unenforced_store(void **state)
   store_close(s);
 }
 
+/* A refresh whose LIST began before this host's PUT of a ref finished must
+ * not drop that ref from the local mirror as "deleted by another host"
+ * (lanesd would then forget the lane).  The ref is old (updated = 0) and
+ * was unpublished; the LIST (delayed 1.5 s, answering "no refs") is sent
+ * first, the publish's PUT completes while it waits.  A later refresh
+ * with nothing published meanwhile still deletes a ref gone from the
+ * bucket. */
+struct refresh_arg {
+  store_t *s;
+  int r;
+};
+
+static void *refresh_thread(void *p)
+{
+  struct refresh_arg *a = p;
+  char *err = NULL;
+  a->r = store_refresh(a->s, &err);
+  free(err);
+  return NULL;
+}
+
+static void test_refresh_races_publish(void **state)
+{
+  struct fx *f = *state;
+  char *err = NULL;
+  make_store(f, "local", 1, 0);
+  store_t *s = open_with_disk(f);
+  pthread_mutex_lock(&s->lock);
+  assert_int_equal(sqlite3_exec(s->db, "INSERT INTO s3_pub(name, seq, owner) "
+                                "VALUES('disk/d1', 1, NULL)", NULL, NULL, NULL),
+                   SQLITE_OK);
+  pthread_mutex_unlock(&s->lock);
+
+  replay_push_text(f->rp,
+    "HTTP/1.1 200 OK\nX-Replay-Delay-Ms: 1500\nContent-Type: application/xml\n\n"
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult xmlns=\"http://"
+    "s3.amazonaws.com/doc/2006-03-01/\"><Name>bkt</Name><Prefix>p/refs/</Prefix>"
+    "<KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>"
+    "</ListBucketResult>");
+  replay_push(f->rp, "put-ok");
+  struct refresh_arg a = { s, 1 };
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, refresh_thread, &a), 0);
+  while (replay_nrequests(f->rp) < 2)   /* open's LIST, then this one */
+    usleep(10000);
+  if (store_publish(s, &err) < 0)
+    fail_msg("publish: %s", err);
+  pthread_join(t, NULL);
+  assert_int_equal(a.r, 0);
+  assert_int_equal(strncmp(replay_request(f->rp, 2), "PUT ", 4), 0);
+  store_ref_t ref;
+  if (store_ref_get(s, "disk/d1", &ref, &err) < 0)
+    fail_msg("disk/d1 dropped by a refresh that raced its publish: %s", err);
+
+  sleep(3);                      /* the publish is now older than a listing */
+  replay_push(f->rp, "list-empty");
+  assert_int_equal(store_refresh(s, &err), 0);
+  assert_int_equal(store_ref_get(s, "disk/d1", &ref, &err), -ENOENT);
+  free(err);
+  store_close(s);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_fenced_writer_cannot_commit, setup, teardown),
     cmocka_unit_test_setup_teardown(test_lease_checks, setup, teardown),
     cmocka_unit_test_setup_teardown(test_unenforced_store, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_refresh_races_publish, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
